@@ -209,3 +209,27 @@ class Store(Protocol):
     async def purge(self, *, ended_before: datetime) -> int:
         """Delete jobs that ended before this instant; returns how many."""
         ...
+
+
+def store_from_url(url: str) -> Store:
+    """The store for a URL: ``sqlite:///path`` or ``postgresql://…`` / ``postgres://…``.
+
+    Creating a store does no I/O (it connects on :meth:`Store.open`). A PostgreSQL URL may
+    carry ``?schema=name`` to keep batchwork's tables in their own schema.
+
+    Example::
+
+        store = store_from_url("sqlite:///batchwork.db")
+    """
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from ._postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"store URL {url!r} is not supported: use sqlite:///path or postgresql://host/db"
+    )
