@@ -14,8 +14,11 @@ Three parts, one library:
 from __future__ import annotations
 
 # micro-batching (issue: micro-batching core)
+from ._lru import LRUCache as LRUCache
 # task runs (issue: TaskRunner)
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__: list[str] = [
+    "LRUCache",
+]
