@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 export BATCHWORK_TEST_POSTGRES_DSN ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test check lint types bench clean
+.PHONY: demo test check lint types browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-test: lint types
+# The dashboard's tests drive Debian's chromium (never a browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install Debian's chromium (apt-get install chromium) for the browser tests" >&2; exit 1; fi; }
+
+test: lint types browser
 	$(BIN)/python -m pytest
 
 check: test
