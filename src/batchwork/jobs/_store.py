@@ -103,6 +103,13 @@ class Store(Protocol):
         """
         ...
 
+    async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
+        """Take this one job, due or not, exactly as :meth:`claim` takes a job (running,
+        ``worker_id``, fresh lease, ``attempts + 1``, first ``started_at`` kept), in one
+        transaction; ``None`` when it is not pending or paused. ``processor.run`` (inline
+        runs) uses it; tags and ``scheduled_for`` are not checked."""
+        ...
+
     async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
         """Write the outcomes of runs in one transaction; returns the ids written.
 
