@@ -15,10 +15,21 @@ from __future__ import annotations
 
 # micro-batching (issue: micro-batching core)
 from ._lru import LRUCache as LRUCache
+
 # task runs (issue: TaskRunner)
+from ._progress import Progress as Progress
+from ._taskrunner import Skipped as Skipped
+from ._taskrunner import TaskHandle as TaskHandle
+from ._taskrunner import TaskRunner as TaskRunner
+from ._taskrunner import map as map
 
 __version__ = "0.1.0"
 
 __all__: list[str] = [
     "LRUCache",
+    "Progress",
+    "Skipped",
+    "TaskHandle",
+    "TaskRunner",
+    "map",
 ]
