@@ -14,10 +14,15 @@ Three parts, one library:
 from __future__ import annotations
 
 # micro-batching (issue: micro-batching core)
+from ._batch_stats import BatcherStats as BatcherStats
+from ._batch_stats import BatchInfo as BatchInfo
+from ._batcher import Batcher as Batcher
+from ._keyconfig import KeyConfig as KeyConfig
 from ._lru import LRUCache as LRUCache
 
 # task runs (issue: TaskRunner)
 from ._progress import Progress as Progress
+from ._retry import Retry as Retry
 from ._taskrunner import Skipped as Skipped
 from ._taskrunner import TaskHandle as TaskHandle
 from ._taskrunner import TaskRunner as TaskRunner
@@ -26,8 +31,13 @@ from ._taskrunner import map as map
 __version__ = "0.1.0"
 
 __all__: list[str] = [
+    "BatchInfo",
+    "Batcher",
+    "BatcherStats",
+    "KeyConfig",
     "LRUCache",
     "Progress",
+    "Retry",
     "Skipped",
     "TaskHandle",
     "TaskRunner",

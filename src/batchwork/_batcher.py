@@ -1,0 +1,672 @@
+"""`Batcher`: many callers hand over one item each; one call processes a whole batch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from ._batch_group import (
+    DROPPED,
+    FOREVER,
+    FUT,
+    INDEX,
+    ITEM,
+    SINK,
+    STATE,
+    Batch,
+    Entry,
+    Group,
+    Many,
+)
+from ._batch_routing import route_results
+from ._batch_stats import BatcherStats, BatchInfo, Counters
+from ._flush import FlushReason
+from ._keyconfig import BatchFn, KeyConfig, Settings, build_settings
+from ._retry import Retry
+from .errors import BatcherClosed, BatchTimeout, QueueFull
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+logger = logging.getLogger("batchwork")
+
+PutCallback = Callable[[T, R | BaseException], object]
+
+
+class Batcher(Generic[T, R]):
+    """Group single items from many callers into batches for one batch function.
+
+    Each caller hands over one item and gets its own result back. A batch is flushed when
+    it holds ``max_size`` items (or ``min_size`` when set), or when its oldest item is
+    ``max_wait`` seconds old (``0``: at the end of the current event-loop tick). ``fn``
+    returns one entry per item, in order (or, with ``id_of``, a mapping by id); an entry
+    that is an exception fails only its caller, a raise fails the whole batch.
+
+    Options are those of DESIGN §1: ``max_concurrency`` batches per key in ``fn`` at once,
+    ``timeout`` per call, ``retry`` (a `Retry`), ``max_pending`` (backpressure),
+    ``keys`` (per-key `KeyConfig`), ``on_batch`` (a `BatchInfo` per batch),
+    ``on_result`` (outcomes of ``put`` items), ``executor`` (for a plain ``def fn``) and
+    ``name`` (for logs). The batcher binds to the event loop it is first used on; it
+    needs no running loop to be created.
+
+    Example::
+
+        async def embed(texts: list[str]) -> list[list[float]]: ...
+
+        async with Batcher(embed, max_size=64, max_wait=0.002) as batcher:
+            vector = await batcher.submit("hello")
+            vectors = await batcher.submit_many(["a", "b"])
+    """
+
+    def __init__(
+        self,
+        fn: BatchFn[T, R],
+        *,
+        max_size: int = 100,
+        max_wait: float = 0.01,
+        min_size: int | None = None,
+        max_concurrency: int = 1,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        max_pending: int | None = None,
+        keys: Mapping[Hashable, KeyConfig[T, R]] | None = None,
+        id_of: Callable[[T], Hashable] | None = None,
+        on_batch: Callable[[BatchInfo], object] | None = None,
+        on_result: PutCallback[T, R] | None = None,
+        executor: Executor | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._defaults: Settings[T, R] = build_settings(
+            fn,
+            max_size=max_size,
+            max_wait=max_wait,
+            min_size=min_size,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            retry=retry,
+            id_of=id_of,
+        )
+        if max_pending is not None and (isinstance(max_pending, bool) or max_pending < 1):
+            raise ValueError(f"max_pending must be >= 1 or None, got {max_pending!r}")
+        self._keyed: dict[Hashable, Settings[T, R]] = {
+            key: self._defaults.merged(config, where=f"keys[{key!r}].")
+            for key, config in (keys or {}).items()
+        }
+        self._max_pending = max_pending
+        self._on_batch = on_batch
+        self._on_result = on_result
+        self._executor = executor
+        self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._groups: dict[Hashable, Group] = {}
+        self._closed = False
+        self._pending = 0
+        self._reserved = 0
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._change: asyncio.Future[None] | None = None
+        self._counters = Counters()
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Batcher {self.name!r} {state} pending={self._pending}>"
+
+    # -- public API --------------------------------------------------------------------
+
+    async def submit(self, item: T, *, key: Hashable = None) -> R:
+        """Hand over one item and wait for its own result.
+
+        Raises the item's exception entry, the batch's exception, `BatchResultError`,
+        `BatchTimeout` or `BatcherClosed`. A caller cancelled while waiting disturbs no
+        one: its item is dropped if not yet sent.
+
+        Example::
+
+            ok = await batcher.submit(event, key="audit")
+        """
+        loop = self._loop
+        if loop is None or loop is not asyncio.get_running_loop():
+            loop = self._bind()
+        if self._closed:
+            raise self._closed_error(key)
+        if self._max_pending is not None and not self._has_room():
+            await self._wait_room()
+        group = self._groups.get(key)
+        if group is None:
+            group = self._new_group(key, loop)
+        fut: asyncio.Future[R] = loop.create_future()
+        entry: Entry = [item, loop.time(), fut, None, 0, None]
+        group.push(entry)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                group.abandon(entry)
+            raise
+
+    async def submit_many(
+        self,
+        items: Iterable[T],
+        *,
+        key: Hashable = None,
+        return_exceptions: bool = False,
+    ) -> list[R]:
+        """Hand over several items; their results come back in the same order.
+
+        Raises the first failure (by position) once every item is answered, unless
+        ``return_exceptions`` is true: then failures stand in the list. With
+        ``max_pending``, more items than the bound are fed in as room appears.
+
+        Example::
+
+            oks = await batcher.submit_many(events)
+        """
+        loop = self._bind()
+        if self._closed:
+            raise self._closed_error(key)
+        batch = list(items)
+        if not batch:
+            return []
+        many = Many(loop.create_future(), len(batch), return_exceptions)
+        try:
+            await self._feed(loop, batch, key, many)
+            result: list[R] = await many.fut
+            return result
+        except BaseException:
+            self._abandon_many(many, key)
+            raise
+
+    def put(
+        self,
+        item: T,
+        *,
+        key: Hashable = None,
+        callback: PutCallback[T, R] | None = None,
+    ) -> None:
+        """Hand over one item without waiting (fire and forget).
+
+        Its outcome goes to ``callback(item, result_or_exception)``, else to the
+        batcher's ``on_result``; a failure with neither is logged on ``batchwork``.
+        Raises `QueueFull` when ``max_pending`` items already wait. Needs a running loop.
+
+        Example::
+
+            batcher.put(event, callback=lambda item, outcome: print(item, outcome))
+        """
+        loop = self._loop
+        if loop is None or loop is not asyncio.get_running_loop():
+            loop = self._bind()
+        if self._closed:
+            raise self._closed_error(key)
+        if self._max_pending is not None and not self._has_room():
+            self._counters.rejected += 1
+            raise QueueFull(
+                f"batcher {self.name!r} already holds max_pending={self._max_pending} items"
+            )
+        group = self._groups.get(key)
+        if group is None:
+            group = self._new_group(key, loop)
+        group.push([item, loop.time(), None, callback, 0, None])
+
+    async def flush(self) -> None:
+        """Send every item pending now to the batch function and wait for those batches.
+
+        Example::
+
+            batcher.put(event)
+            await batcher.flush()  # the event's callback has run
+        """
+        if self._loop is None:
+            return
+        self._bind()
+        marks = [(group, group.pushed) for group in list(self._groups.values())]
+        for group, mark in marks:
+            group.force(FlushReason.FLUSH, mark)
+        await self._wait_until(lambda: all(group.flushed(mark) for group, mark in marks))
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop accepting items; settle every pending one; wait for batches in flight.
+
+        With ``drain`` every pending item is still processed (partial batches included)
+        and ``close`` returns after every ``put`` callback has run. Without it, pending
+        callers and ``put`` callbacks get `BatcherClosed`; a batch already inside ``fn``
+        still delivers its outcome. Calling ``close`` twice is harmless.
+
+        Example::
+
+            await batcher.close(drain=False)
+        """
+        self._closed = True
+        if self._loop is None:
+            return
+        self._bind()
+        if not drain:
+            self._discard_pending()
+        for group in list(self._groups.values()):
+            group.force(FlushReason.CLOSE, FOREVER)
+        await self._wait_until(self._idle)
+
+    @property
+    def stats(self) -> BatcherStats:
+        """A frozen snapshot of the counters (see `BatcherStats`).
+
+        Example::
+
+            print(batcher.stats.mean_size)
+        """
+        in_flight = sum(group.running for group in self._groups.values())
+        return self._counters.snapshot(
+            pending=self._pending, in_flight=in_flight, keys=len(self._groups)
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called.
+
+        Example::
+
+            assert not batcher.closed
+        """
+        return self._closed
+
+    async def __aenter__(self) -> Batcher[T, R]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- loop binding and groups ---------------------------------------------------------
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                f"Batcher {self.name!r} is bound to the event loop it was first used on "
+                "and cannot be used from another event loop; create one Batcher per loop"
+            )
+        return loop
+
+    def _closed_error(self, key: Hashable) -> BatcherClosed:
+        return BatcherClosed(f"batcher {self.name!r} is closed (key={key!r})")
+
+    def _new_group(self, key: Hashable, loop: asyncio.AbstractEventLoop) -> Group:
+        settings = self._keyed.get(key)
+        listed = settings is not None or key is None
+        group = Group(self, key, settings or self._defaults, loop, listed=listed)
+        self._groups[key] = group
+        if self._closed:
+            group.force(FlushReason.CLOSE, FOREVER)
+        return group
+
+    def _forget(self, group: Group) -> None:
+        # Groups of keys nobody configured go away when idle, so per-tenant keys do not
+        # pile up; the next item for that key simply builds a new one.
+        if self._groups.get(group.key) is group:
+            group.cancel_timer()
+            del self._groups[group.key]
+
+    # -- backpressure --------------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        assert self._max_pending is not None
+        return not self._room_waiters and self._pending + self._reserved < self._max_pending
+
+    def _room(self) -> int:
+        if self._max_pending is None:
+            return FOREVER
+        if self._room_waiters:
+            return 0
+        return max(0, self._max_pending - self._pending - self._reserved)
+
+    async def _wait_room(self) -> None:
+        """Wait, in arrival order, until one item fits; the room is reserved on wake."""
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._room_waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._reserved -= 1  # woken, then cancelled: pass the room on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._room_waiters.remove(fut)
+            self._room_freed()
+            raise
+        self._reserved -= 1
+
+    def _room_freed(self) -> None:
+        max_pending = self._max_pending
+        if max_pending is not None:
+            waiters = self._room_waiters
+            while waiters and self._pending + self._reserved < max_pending:
+                fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    self._reserved += 1
+        self._notify()
+
+    async def _feed(
+        self, loop: asyncio.AbstractEventLoop, items: list[T], key: Hashable, many: Many
+    ) -> None:
+        fut = many.fut
+        start = 0
+        while start < len(items):
+            room = self._room()
+            if room == 0:
+                await self._wait_room()
+                room = 1 + self._room()
+            end = min(len(items), start + room)
+            at = loop.time()
+            chunk = [[items[i], at, fut, many, i, None] for i in range(start, end)]
+            many.entries.extend(chunk)
+            group = self._groups.get(key)
+            if group is None:
+                group = self._new_group(key, loop)
+            group.push_many(chunk)
+            start = end
+
+    def _abandon_many(self, many: Many, key: Hashable) -> None:
+        if not many.fut.done():
+            many.fut.cancel()
+        elif not many.fut.cancelled():
+            return
+        for entry in many.entries:
+            state = entry[STATE]
+            if state is None:
+                # A queued entry keeps its group alive, so the key still maps to it.
+                self._groups[key].drop(entry)
+            elif state is not DROPPED:
+                state.group.abandon(entry)
+
+    # -- waiting for the batcher to settle -------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not (self._pending or self._tasks or self._room_waiters or self._reserved)
+
+    async def _wait_until(self, done: Callable[[], bool]) -> None:
+        assert self._loop is not None
+        while not done():
+            change = self._change
+            if change is None or change.done():
+                change = self._change = self._loop.create_future()
+            await change
+
+    def _notify(self) -> None:
+        change = self._change
+        if change is not None:
+            self._change = None
+            if not change.done():
+                change.set_result(None)
+
+    def _discard_pending(self) -> None:
+        closed = BatcherClosed(f"batcher {self.name!r} was closed before this item was sent")
+        for group in list(self._groups.values()):
+            entries = group.discard_pending()
+            if entries:
+                self._fail_all(entries, closed, log=True)
+        waiters = self._room_waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_exception(closed)
+        self._notify()
+
+    # -- running batches -----------------------------------------------------------------
+
+    def _launch(self, group: Group, batch: Batch) -> asyncio.Task[None]:
+        task = group.loop.create_task(self._run(group, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._notify()
+
+    async def _run(self, group: Group, batch: Batch) -> None:
+        awaiting: list[Awaitable[object]] = []
+        try:
+            awaiting = await self._process(group, batch)
+        finally:
+            group.finish(batch)
+        if awaiting:
+            await self._await_callbacks(awaiting)
+
+    async def _process(self, group: Group, batch: Batch) -> list[Awaitable[object]]:
+        settings = group.settings
+        loop = group.loop
+        counters = self._counters
+        entries = batch.entries
+        items = [entry[ITEM] for entry in entries]
+        started = loop.time()
+        attempts = 0
+        error: BaseException | None = None
+        outcomes: Any = None
+        try:
+            while not batch.abandoned:
+                attempts += 1
+                try:
+                    batch.in_call = True
+                    raw = await self._attempt(settings, items)
+                except asyncio.CancelledError:
+                    if not batch.abandoned:
+                        raise
+                    _uncancel()
+                    break
+                except BaseException as exc:  # the batch loop survives anything fn does
+                    error = exc
+                    if isinstance(exc, BatchTimeout):
+                        counters.timeouts += 1
+                    retry = settings.retry
+                    if (
+                        retry is None
+                        or not isinstance(exc, Exception)
+                        or not retry.should_retry(exc, attempts)
+                    ):
+                        break
+                    counters.retries += 1
+                    try:
+                        await asyncio.sleep(retry.delay(attempts, self._rng))
+                    except asyncio.CancelledError:
+                        if not batch.abandoned:
+                            raise
+                        _uncancel()
+                        break
+                    continue
+                finally:
+                    batch.in_call = False
+                error = None
+                try:
+                    outcomes, unknown = route_results(raw, items, settings.id_of)
+                    counters.unknown_ids += unknown
+                except Exception as exc:
+                    error = exc
+                break
+        except asyncio.CancelledError:
+            # Cancelled from outside (e.g. the loop is shutting down): nobody will answer
+            # these callers, so cancel them rather than leave them hanging.
+            self._cancel_all(entries)
+            raise
+        awaiting = self._settle(batch, outcomes, error)
+        self._report(group, batch, attempts, loop.time() - started, error)
+        if error is not None and not isinstance(error, Exception):
+            raise error
+        return awaiting
+
+    async def _attempt(self, settings: Settings[T, R], items: list[T]) -> object:
+        if settings.timeout is None:
+            return await self._invoke(settings, items)
+        timeout = asyncio.timeout(settings.timeout)
+        try:
+            async with timeout:
+                return await self._invoke(settings, items)
+        except TimeoutError as exc:
+            if not timeout.expired():
+                raise
+            raise BatchTimeout(
+                f"batch function of {self.name!r} took longer than "
+                f"timeout={settings.timeout}s for {len(items)} items"
+            ) from exc
+
+    async def _invoke(self, settings: Settings[T, R], items: list[T]) -> object:
+        if settings.is_async:
+            result: object = settings.fn(items)
+        else:
+            assert self._loop is not None
+            result = await self._loop.run_in_executor(self._executor, settings.fn, items)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    # -- answering callers -----------------------------------------------------------------
+
+    def _settle(
+        self, batch: Batch, outcomes: Any, error: BaseException | None
+    ) -> list[Awaitable[object]]:
+        entries = batch.entries
+        if batch.abandoned and not batch.puts:
+            return []
+        if outcomes is None:
+            error = error if error is not None else asyncio.CancelledError()
+            return self._fail_all(entries, error, log=True)
+        puts: list[tuple[Entry, Any]] = []
+        failed = 0
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            fut = entry[FUT]
+            if fut is None:
+                puts.append((entry, outcome))
+                if isinstance(outcome, BaseException):
+                    failed += 1
+                continue
+            is_error = isinstance(outcome, BaseException)
+            if is_error:
+                failed += 1
+            sink = entry[SINK]
+            if sink is not None:
+                sink.settle(entry[INDEX], outcome)
+            elif not fut.done():
+                if is_error:
+                    _set_exception(fut, outcome)
+                else:
+                    fut.set_result(outcome)
+        self._counters.item_errors += failed
+        return self._run_callbacks(puts) if puts else []
+
+    def _fail_all(
+        self, entries: list[Entry], error: BaseException, *, log: bool
+    ) -> list[Awaitable[object]]:
+        puts: list[tuple[Entry, Any]] = []
+        for entry in entries:
+            fut = entry[FUT]
+            if fut is None:
+                puts.append((entry, error))
+            elif entry[SINK] is not None:
+                entry[SINK].settle(entry[INDEX], error)
+            elif not fut.done():
+                _set_exception(fut, error)
+        self._counters.item_errors += len(entries)
+        return self._run_callbacks(puts) if puts else []
+
+    def _cancel_all(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            fut = entry[FUT]
+            if fut is not None and not fut.done():
+                fut.cancel()
+
+    def _run_callbacks(self, puts: list[tuple[Entry, Any]]) -> list[Awaitable[object]]:
+        awaiting: list[Awaitable[object]] = []
+        default = self._on_result
+        for entry, outcome in puts:
+            callback = entry[SINK] or default
+            item = entry[ITEM]
+            if callback is None:
+                if isinstance(outcome, BaseException):
+                    logger.error(
+                        "batcher %r: put item %r failed and has no callback",
+                        self.name,
+                        item,
+                        exc_info=outcome,
+                    )
+                continue
+            try:
+                returned = callback(item, outcome)
+            except Exception:
+                logger.exception("batcher %r: callback for put item %r raised", self.name, item)
+                continue
+            if inspect.isawaitable(returned):
+                awaiting.append(returned)
+        return awaiting
+
+    async def _await_callbacks(self, awaiting: list[Awaitable[object]]) -> None:
+        for awaitable in awaiting:
+            try:
+                await awaitable
+            except Exception:
+                logger.exception("batcher %r: async put callback raised", self.name)
+
+    def _report(
+        self,
+        group: Group,
+        batch: Batch,
+        attempts: int,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        counters = self._counters
+        counters.batches += 1
+        counters.batched_items += len(batch.entries)
+        if batch.abandoned:
+            counters.cancelled_batches += 1
+        elif error is not None:
+            counters.errors += 1
+        on_batch = self._on_batch
+        if on_batch is None:
+            return
+        info = BatchInfo(
+            id=os.urandom(8).hex(),
+            key=group.key,
+            size=len(batch.entries),
+            attempts=attempts,
+            waited=batch.waited,
+            duration=duration,
+            error=error,
+            reason=batch.reason.value,
+            cancelled=batch.abandoned,
+        )
+        try:
+            on_batch(info)
+        except Exception:
+            logger.exception("batcher %r: on_batch callback raised", self.name)
+
+
+def _uncancel() -> None:
+    # The cancellation was ours (every caller left); do not let it leak into the rest of
+    # this task, e.g. into asyncio.timeout's bookkeeping or the put callbacks.
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+def _set_exception(fut: asyncio.Future[Any], error: BaseException) -> None:
+    try:
+        fut.set_exception(error)
+    except TypeError:  # StopIteration cannot travel through a future
+        fut.set_exception(RuntimeError(f"batch function returned {error!r}"))
