@@ -105,6 +105,11 @@ class CronScheduler:
     ``tags`` are the worker's tags: it fires untagged crons and those with one of its tags
     (``None``: every cron). ``default_timezone`` applies to crons with ``timezone=None``.
     ``missed_cap`` bounds the records one pass writes per cron (see :func:`plan_ticks`).
+    ``timezone`` is accepted as another name for ``default_timezone``.
+
+    Pass *every* registered cron and the worker's ``tags``; do not filter the mapping by
+    tags yourself: :meth:`reconcile` deletes stored crons missing from it, so a tagged
+    worker given only its own crons would delete the others'.
 
     Example::
 
@@ -122,7 +127,9 @@ class CronScheduler:
         tags: Sequence[str] | None = None,
         missed_cap: int = DEFAULT_MISSED_CAP,
         logger: logging.Logger | None = None,
+        timezone: str | None = None,
     ) -> None:
+        default_timezone = timezone or default_timezone
         if missed_cap < 1:
             raise ValueError(f"missed_cap must be >= 1, got {missed_cap!r}")
         self._store = store
@@ -135,6 +142,8 @@ class CronScheduler:
         # any cron math, which keeps a thousand crons cheap.
         self._upcoming: dict[str, tuple[datetime, datetime | None]] = {}
         self._warned: set[str] = set()
+        self._passed = False
+        self._wake_at: datetime | None = None
 
     @property
     def specs(self) -> list[CronSpec]:
@@ -174,6 +183,7 @@ class CronScheduler:
             upcoming = await self._run_one(name, state, now)
             if upcoming is not None and (wake_at is None or upcoming < wake_at):
                 wake_at = upcoming
+        self._passed, self._wake_at = True, wake_at
         return wake_at
 
     def _agrees(self, name: str, state: CronState | None) -> bool:
@@ -219,6 +229,27 @@ class CronScheduler:
         await self._store.fire_cron_ticks(name, records, watermark=plan.watermark, now=now)
         self._upcoming[name] = (plan.watermark, plan.next_tick)
         return plan.next_tick
+
+    def seconds_until_next(self, now: datetime) -> float:
+        """Seconds from ``now`` until the next tick of a handled cron (no I/O).
+
+        ``0.0`` before the first :meth:`run_due` (a pass is due at once), ``inf`` when no
+        handled cron has a future tick. Ticks fired by other workers may make it early,
+        never late: a pass then finds nothing due and costs one read.
+
+        Example::
+
+            await asyncio.sleep(min(poll_interval, scheduler.seconds_until_next(now)))
+        """
+        if not self._passed:
+            return 0.0
+        if self._wake_at is None:
+            return float("inf")
+        return max(0.0, (self._wake_at - now).total_seconds())
+
+    async def status(self, now: datetime) -> list[CronInfo]:
+        """The same as :meth:`infos`."""
+        return await self.infos(now)
 
     async def infos(self, now: datetime) -> list[CronInfo]:
         """Each registered cron with its schedule, last record and monitoring flags.
