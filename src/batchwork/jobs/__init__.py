@@ -19,8 +19,8 @@ from ._defs import CronDef as CronDef
 from ._defs import JobDef as JobDef
 from ._model import Job as Job
 from ._model import JobStatus as JobStatus
+from ._processor import JobProcessor as JobProcessor
 from ._signal import Signal as Signal
+from ._worker import Worker as Worker
 
-# JobProcessor and Worker: added by the runtime (``_processor.py``, ``_worker.py``).
-
-__all__ = ["CronDef", "Job", "JobDef", "JobStatus", "Signal"]
+__all__ = ["CronDef", "Job", "JobDef", "JobProcessor", "JobStatus", "Signal", "Worker"]

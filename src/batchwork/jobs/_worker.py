@@ -1,0 +1,639 @@
+"""The worker: claims due jobs in batches, runs them, writes their outcomes in batches.
+
+One asyncio task claims (one short transaction for up to ``free slots`` jobs) and starts
+one task per job; a group writer commits every outcome that is ready in one ``complete``
+transaction; a heartbeat task renews the lease and picks up remote cancellations; a
+maintenance task recovers crashed workers' jobs and runs due ``on_exit`` hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal as signals
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._cron_scheduler import CronScheduler
+from ._model import Claimed, Job, JobStatus, Outcome, WorkerInfo
+from ._policy import Decision, RunEnd, RunReport, decide, unknown_job_error
+from ._runner import (
+    definition_for,
+    ended_record,
+    execute,
+    handler_call,
+    run_exit_hook,
+)
+from ._signal import Signal
+
+if TYPE_CHECKING:
+    from ._processor import JobProcessor
+    from ._store import Store
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_EXIT_HOOK_BATCH = 100
+_WRITE_RETRY_WAIT = 0.5
+# Wake a little after a cron tick rather than a hair before it.
+_TICK_SLACK = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """What one worker did so far: ``ended`` counts runs per written status.
+
+    Example::
+
+        worker.stats.ended["finished"], worker.stats.running
+    """
+
+    id: str
+    concurrency: int
+    running: int
+    claimed: int
+    ended: Mapping[str, int] = field(default_factory=dict)
+    lost: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Active:
+    claimed: Claimed
+    signal: Signal
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+
+
+class _GroupWriter(Generic[T, R]):
+    """Group commit: items submitted while a write is in flight go out together next."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[R]], max_size: int = 1000) -> None:
+        self._write = write
+        self._max_size = max_size
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self._max_size],
+                self._pending[self._max_size :],
+            )
+            try:
+                result = await self._write([item for item, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(result)
+
+
+class Worker:
+    """Runs a processor's jobs (and cron ticks) until stopped; ``run_worker`` builds one.
+
+    ``concurrency`` jobs run at once; ``tags`` (default: the processor's ``worker_tags``)
+    pick which jobs it takes. ``burst=True`` makes :meth:`run` return once nothing is due
+    and nothing runs. For tests, :meth:`run_once` and :meth:`drain` step the worker at an
+    explicit ``now`` with no waiting.
+
+    Example::
+
+        worker = Worker(processor, concurrency=4)
+        await worker.run()                      # until SIGTERM/SIGINT or cancelled
+
+        async with Worker(processor) as worker:  # stepping, e.g. with a manual clock
+            await worker.drain()
+    """
+
+    def __init__(
+        self,
+        processor: JobProcessor,
+        *,
+        concurrency: int = 8,
+        tags: Sequence[str] | None = None,
+        burst: bool = False,
+        poll_interval: float = 1.0,
+        handle_signals: bool = False,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+        if tags is not None and not list(tags):
+            raise ValueError("tags=[] would take no job: pass None to take every job")
+        self._processor = processor
+        self.concurrency = concurrency
+        self.tags: tuple[str, ...] | None = (
+            tuple(tags) if tags is not None else processor.worker_tags
+        )
+        self._burst = burst
+        self._poll_interval = poll_interval
+        self._handle_signals = handle_signals
+        self._logger = processor.logger
+        self.id = _new_worker_id()
+        self._store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._running: dict[int, _Active] = {}
+        self._busy = 0
+        self._stopping = False
+        self._registered = False
+        self._last_beat = 0.0
+        self._pinned_now: datetime | None = None
+        self._claimed = 0
+        self._lost = 0
+        self._ended: Counter[str] = Counter()
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="batchwork-job")
+        self._hook_executor = ThreadPoolExecutor(2, thread_name_prefix="batchwork-exit")
+        self._completions = _GroupWriter(self._write_outcomes)
+        self._cron: CronScheduler | None = None
+        self._cron_wake_at: datetime | None = None
+
+    # -- public --------------------------------------------------------------------
+    @property
+    def stats(self) -> WorkerStats:
+        """A frozen snapshot of this worker's counters."""
+        return WorkerStats(
+            id=self.id,
+            concurrency=self.concurrency,
+            running=len(self._running),
+            claimed=self._claimed,
+            ended=dict(self._ended),
+            lost=self._lost,
+        )
+
+    def stop(self) -> None:
+        """Ask for a graceful shutdown (what SIGTERM does); :meth:`run` then returns."""
+        self._stopping = True
+        self._notify()
+
+    async def run(self) -> None:
+        """Work until :meth:`stop`, SIGTERM/SIGINT (with ``handle_signals``), cancellation
+        of the calling task, or — in burst mode — until nothing is due; then shut down
+        gracefully (see ``docs/jobs.md``)."""
+        cancelled = False
+        await self.start()
+        removers = self._install_signal_handlers() if self._handle_signals else []
+        background = [
+            asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._maintenance_loop()),
+        ]
+        if self._cron is not None:
+            background.append(asyncio.ensure_future(self._cron_loop()))
+        try:
+            await self._claim_loop()
+        except asyncio.CancelledError:
+            cancelled = True
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        try:
+            await self._shutdown()
+        finally:
+            for remove in removers:
+                remove()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.close()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def run_once(self, *, now: datetime | None = None) -> int:
+        """One stepping pass at ``now`` (default: the processor's clock): heartbeat,
+        crash recovery, due exit hooks, due cron ticks, then claim what is due and run it
+        to its end. Returns how many jobs it ran.
+
+        Example::
+
+            clock.advance(60)
+            assert await worker.run_once() == 1
+        """
+        await self.start()
+        self._pinned_now = now
+        try:
+            now = self._now()
+            await self._heartbeat()
+            await self._recover(now)
+            await self._cron_pass(now)
+            count = await self._claim(self.concurrency, now)
+            await self._wait_running()
+            return count
+        finally:
+            self._pinned_now = None
+
+    async def drain(self, *, now: datetime | None = None) -> int:
+        """:meth:`run_once` until a pass runs nothing; returns how many jobs ran."""
+        total = 0
+        while count := await self.run_once(now=now):
+            total += count
+        return total
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._shutdown()
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the store, register this worker and reconcile crons (once)."""
+        if self._registered:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._store = await self._processor._ready_store()
+        await self._register()
+        self._processor._attach(self)
+        self._cron = self._processor._cron_scheduler_for(self)
+        if self._cron is not None:
+            await self._cron.reconcile(self._now())
+
+    async def close(self) -> None:
+        """Unregister and release threads; jobs must have ended (see :meth:`run`)."""
+        self._processor._detach(self)
+        if self._registered and self._store is not None and not self._running:
+            with contextlib.suppress(Exception):
+                await self._store.unregister_worker(self.id)
+        self._registered = False
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._hook_executor.shutdown(wait=False, cancel_futures=True)
+
+    def cancel_local(self, job_id: int) -> None:
+        """Set the signal of a job this worker runs (``processor.cancel`` calls it)."""
+        if self._loop is None:
+            return
+        try:
+            running_here = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            running_here = False
+        if running_here:
+            self._cancel_running(job_id, "cancelled")
+        else:
+            self._loop.call_soon_threadsafe(self._cancel_running, job_id, "cancelled")
+
+    def notify(self) -> None:
+        """Wake the claim loop (new work was enqueued in this process); thread-safe."""
+        if self._loop is None:
+            return
+        try:
+            same = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same = False
+        if same:
+            self._notify()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._notify)
+
+    # -- claiming ------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            assert self._wake is not None
+            self._wake.clear()
+            free = self.concurrency - self._busy
+            if free > 0 and self._registered:
+                count = await self._claim_safely(free)
+                if count == free:
+                    continue
+                if self._burst and count == 0 and not self._running:
+                    return
+            await self._idle_wait(free > 0)
+
+    async def _claim_safely(self, free: int) -> int:
+        try:
+            return await self._claim(free, self._now())
+        except Exception:
+            self._logger.exception("worker %s: claiming jobs failed", self.id)
+            await asyncio.sleep(self._poll_interval)
+            return 0
+
+    async def _claim(self, limit: int, now: datetime) -> int:
+        store = self._ready()
+        claimed = await store.claim(self.id, tags=self.tags, limit=limit, now=now)
+        if self._stopping and claimed:
+            await store.release(self.id, [(c.job.id, c.lease) for c in claimed])
+            return 0
+        for item in claimed:
+            self._start_job(item)
+        self._claimed += len(claimed)
+        return len(claimed)
+
+    async def _idle_wait(self, want_work: bool) -> None:
+        assert self._wake is not None
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+        if want_work:
+            waiters.add(asyncio.ensure_future(self._ready().wait_for_work(self._poll_interval)))
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=self._poll_interval, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        for waiter in done:
+            if not waiter.cancelled() and waiter.exception() is not None:
+                self._logger.warning("worker %s: waiting for work failed: %r", self.id, waiter)
+
+    # -- running one job -----------------------------------------------------------
+    def _start_job(self, claimed: Claimed) -> None:
+        active = _Active(claimed, Signal())
+        self._running[claimed.job.id] = active
+        self._busy += 1
+        active.task = asyncio.ensure_future(self._run_job(active))
+
+    async def _run_job(self, active: _Active) -> None:
+        job = active.claimed.job
+        try:
+            report, duration = await self._execute(active)
+        finally:
+            self._busy -= 1
+            self._notify()
+        try:
+            await self._finish(active, report, duration)
+        finally:
+            self._running.pop(job.id, None)
+            self._processor._job_changed()
+
+    async def _execute(self, active: _Active) -> tuple[RunReport, float]:
+        job = active.claimed.job
+        definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if definition is None:
+            known = [*self._processor.jobs, *self._processor.cron_defs]
+            return RunReport(RunEnd.NO_HANDLER, value=unknown_job_error(job.name, known)), 0.0
+        report = await execute(
+            handler_call(job, definition, active.signal),
+            signal=active.signal,
+            max_runtime=_float_or_none(definition.max_runtime),
+            grace=self._processor.shutdown_grace,
+            executor=self._executor,
+        )
+        return report, loop.time() - started
+
+    async def _finish(self, active: _Active, report: RunReport, duration: float) -> None:
+        job = active.claimed.job
+        definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
+        now = self._now()
+        decision = decide(
+            report,
+            resumable=job.resumable,
+            attempts=job.attempts,
+            retries=getattr(definition, "retries", 0),
+            backoff=_float_or_none(getattr(definition, "backoff", 1.0)) or 0.0,
+            now=now,
+        )
+        if active.lost or not decision.write:
+            self._lost += 1
+            return
+        hook = getattr(definition, "on_exit", None)
+        outcome = _outcome(active.claimed, decision, now, duration, hook is not None)
+        if await self._write(outcome) and hook is not None and outcome.run_exit_hook:
+            await run_exit_hook(
+                hook, ended_record(job, outcome), self._logger, executor=self._hook_executor
+            )
+            await self._ready().finish_exit_hooks(self.id, [job.id])
+
+    async def _write(self, outcome: Outcome) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._processor.lease_timeout
+        while True:
+            try:
+                written = await self._completions.submit(outcome)
+            except Exception:
+                if loop.time() >= deadline or not self._registered:
+                    self._logger.exception(
+                        "worker %s: outcome of job %s lost", self.id, outcome.job_id
+                    )
+                    return False
+                await asyncio.sleep(_WRITE_RETRY_WAIT)
+                continue
+            ok = outcome.job_id in written
+            if ok:
+                self._ended[outcome.status] += 1
+            else:
+                self._lost += 1
+            return ok
+
+    async def _write_outcomes(self, outcomes: list[Outcome]) -> set[int]:
+        return await self._ready().complete(self.id, outcomes)
+
+    def _cancel_running(self, job_id: int, reason: Any) -> None:
+        active = self._running.get(job_id)
+        if active is not None:
+            active.signal.set(reason)
+
+    async def _wait_running(self) -> None:
+        while tasks := [a.task for a in self._running.values() if a.task is not None]:
+            await asyncio.wait(tasks)
+
+    # -- heartbeat, recovery, exit hooks ------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._processor.heartbeat_interval)
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        store = self._ready()
+        loop = asyncio.get_running_loop()
+        if not self._registered:
+            await self._try_register()
+            return
+        try:
+            beat = await store.heartbeat(self.id, now=self._now(), running=list(self._running))
+        except Exception:
+            self._logger.exception("worker %s: heartbeat failed", self.id)
+            if loop.time() - self._last_beat >= self._processor.lease_timeout:
+                self._lose_lease()
+            return
+        if not beat.alive:
+            self._lose_lease()
+            await self._try_register()
+            return
+        self._last_beat = loop.time()
+        for job_id in beat.cancel_ids:
+            self._cancel_running(job_id, "cancelled")
+
+    def _lose_lease(self) -> None:
+        self._logger.error(
+            "worker %s lost its lease: stopping its %d running jobs, writing nothing for them",
+            self.id,
+            len(self._running),
+        )
+        self._registered = False
+        for active in self._running.values():
+            active.lost = True
+            active.signal.set("lease_lost")
+
+    async def _try_register(self) -> None:
+        # The old id's row (if any) must expire on its own so that another worker recovers
+        # the jobs it still owns; a fresh id keeps the two apart.
+        self.id = _new_worker_id()
+        try:
+            await self._register()
+        except Exception:
+            self._logger.exception("worker %s: registering failed", self.id)
+
+    async def _register(self) -> None:
+        now = self._now()
+        info = WorkerInfo(
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            tags=self.tags,
+            concurrency=self.concurrency,
+            lease_timeout=self._processor.lease_timeout,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        await self._ready().register_worker(info)
+        self._registered = True
+        self._last_beat = asyncio.get_running_loop().time()
+        self._notify()
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self._recover(self._now())
+            except Exception:
+                self._logger.exception("worker %s: recovery pass failed", self.id)
+            await asyncio.sleep(self._processor.heartbeat_interval)
+
+    async def _cron_loop(self) -> None:
+        # Sleeps until the next tick (or a heartbeat interval, to notice a changed store).
+        while True:
+            try:
+                wake_at = await self._cron_pass(self._now())
+            except Exception:
+                self._logger.exception("worker %s: cron pass failed", self.id)
+                wake_at = None
+            await asyncio.sleep(self._cron_wait(wake_at))
+
+    def _cron_wait(self, wake_at: datetime | None) -> float:
+        limit = self._processor.heartbeat_interval
+        if wake_at is None:
+            return limit
+        return min(limit, max(0.0, (wake_at - self._now()).total_seconds()) + _TICK_SLACK)
+
+    async def _recover(self, now: datetime) -> None:
+        if not self._registered:
+            return
+        recovery = await self._ready().recover(now=now)
+        if recovery.resumed:
+            self._notify()
+        if recovery.crashed or recovery.dead_workers:
+            self._logger.warning(
+                "worker %s recovered dead workers %s: %d jobs crashed, %d resumed",
+                self.id,
+                list(recovery.dead_workers),
+                len(recovery.crashed),
+                len(recovery.resumed),
+            )
+            self._processor._job_changed()
+        await self._exit_hook_pass()
+
+    async def _exit_hook_pass(self) -> None:
+        names = self._processor._hook_names()
+        if not names:
+            return
+        store = self._ready()
+        while jobs := await store.claim_exit_hooks(self.id, names=names, limit=_EXIT_HOOK_BATCH):
+            for job in jobs:
+                await self._hook_for(job)
+            await store.finish_exit_hooks(self.id, [job.id for job in jobs])
+            if len(jobs) < _EXIT_HOOK_BATCH:
+                return
+
+    async def _hook_for(self, job: Job) -> None:
+        definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
+        hook = getattr(definition, "on_exit", None)
+        if hook is not None:
+            await run_exit_hook(hook, job, self._logger, executor=self._hook_executor)
+
+    async def _cron_pass(self, now: datetime) -> datetime | None:
+        if self._cron is None or not self._registered or self._stopping:
+            return None
+        due = self._cron_wake_at is None or self._cron_wake_at <= now
+        self._cron_wake_at = await self._cron.run_due(now)
+        if due:
+            self._notify()  # ticks were probably inserted: claim them now
+        return self._cron_wake_at
+
+    # -- shutdown ------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        for active in self._running.values():
+            active.signal.set("shutdown")
+        # Each job's own task bounds its wait by the grace, then stops the handler.
+        await self._wait_running()
+
+    def _install_signal_handlers(self) -> list[Callable[[], None]]:
+        loop = asyncio.get_running_loop()
+        removers: list[Callable[[], None]] = []
+        for sig in (signals.SIGTERM, signals.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue  # not the main thread, or no signals on this platform
+            removers.append(functools.partial(_remove_handler, loop, sig))
+        return removers
+
+    # -- helpers -------------------------------------------------------------------
+    def _now(self) -> datetime:
+        if self._pinned_now is not None:
+            return self._pinned_now
+        return self._processor._now(self._ready())
+
+    def _ready(self) -> Store:
+        assert self._store is not None, "the worker is not started"
+        return self._store
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+
+def _outcome(
+    claimed: Claimed, decision: Decision, now: datetime, duration: float, has_hook: bool
+) -> Outcome:
+    status = JobStatus(decision.status)
+    return Outcome(
+        job_id=claimed.job.id,
+        lease=claimed.lease,
+        status=status,
+        ended_at=now,
+        duration=duration,
+        result_json=decision.result_json,
+        error=decision.error,
+        retry_at=decision.retry_at,
+        run_exit_hook=has_hook and status.ended,
+    )
+
+
+def _remove_handler(loop: asyncio.AbstractEventLoop, sig: int) -> None:
+    loop.remove_signal_handler(sig)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
