@@ -1,0 +1,364 @@
+"""The SQLite store: the embedded default, safe for several worker processes on one host."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from batchwork.errors import JobNotFound, StoreError
+
+from . import _sqlite_ops as ops
+from . import _sqlite_queries as queries
+from ._model import (
+    CancelResult,
+    Claimed,
+    CronSpec,
+    CronState,
+    Heartbeat,
+    Job,
+    JobStatus,
+    NewJob,
+    Outcome,
+    Recovery,
+    TimelinePoint,
+    WorkerInfo,
+)
+from ._sqlite_schema import SYNCHRONOUS_MODES, connect, migrate, parse_url, to_us
+from ._sqlite_thread import ConnectionThread
+
+T = TypeVar("T")
+
+POLL_INTERVAL = 0.005
+PURGE_CHUNK = 5_000
+
+
+class SQLiteStore:
+    """Jobs, workers and crons in one SQLite file (WAL mode).
+
+    ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; a
+    ``?synchronous=FULL`` query overrides the ``synchronous`` argument. Creating the store
+    does no I/O; :meth:`open` connects, switches the file to WAL and migrates the schema.
+
+    Durability (``synchronous``):
+
+    * ``"NORMAL"`` (default): a committed job survives the crash or ``kill -9`` of any
+      process; after a power loss or an operating-system crash, the last commits before
+      it may be lost (the file is never corrupted).
+    * ``"FULL"``: every commit is synced to disk before it returns, so it survives power
+      loss too, at several times the cost per transaction (group commit amortizes it).
+
+    Threads: SQLite calls never run on the event loop. One writer thread owns the only
+    connection that writes (in short ``BEGIN IMMEDIATE`` transactions, with write calls
+    that arrive together committed together); a reader thread serves the queries, so a
+    dashboard's big list never delays a claim. Both wait up to 10 s for another process's
+    lock before a :class:`~batchwork.errors.StoreError`.
+
+    Example::
+
+        store = SQLiteStore("sqlite:///jobs.db")
+        await store.open()
+        job = await store.get(job_id)
+        await store.close()
+    """
+
+    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+        path, options = parse_url(url)
+        mode = options.get("synchronous", synchronous).upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {mode!r}")
+        self.url = url
+        self.path = path
+        self.synchronous = mode
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
+        # Wake-ups: ``_generation`` counts our own commits that may bring work;
+        # ``_seen`` is (generation, data_version) when the last claim or wait looked.
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._seen: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r}, synchronous={self.synchronous!r})"
+
+    def now(self) -> datetime:
+        """The local clock as an aware UTC datetime (all processes share one host)."""
+        return datetime.now(UTC)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect (one writer and one reader connection) and migrate the schema.
+
+        Safe when several processes open a fresh file at once. Opening an open store
+        does nothing.
+        """
+        if self._writer is not None:
+            return
+        writer = ConnectionThread(
+            "batchwork-sqlite-writer",
+            partial(connect, self.path, synchronous=self.synchronous),
+            on_commit=self._local_change,
+        )
+        writer.start()
+        self._writer = writer
+        try:
+            now_us = to_us(self.now())
+            await writer.call(lambda conn: migrate(conn, now_us=now_us))
+            reader = ConnectionThread(
+                "batchwork-sqlite-reader",
+                partial(connect, self.path, synchronous=self.synchronous, read_only=True),
+                on_commit=None,
+            )
+            reader.start()
+            self._reader = reader
+            await reader.call(ops.data_version)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Finish queued calls, close both connections and join their threads."""
+        threads = [t for t in (self._writer, self._reader) if t is not None]
+        self._writer = self._reader = None
+        self._seen = None
+        for thread in threads:
+            await asyncio.to_thread(thread.stop)
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _threads(self) -> tuple[ConnectionThread, ConnectionThread]:
+        if self._writer is None or self._reader is None:
+            raise StoreError(f"the SQLite store {self.url!r} is not open (call open() first)")
+        return self._writer, self._reader
+
+    async def _write(self, fn: Callable[[Any], T], *, notify: bool = False) -> T:
+        return await self._threads()[0].call(fn, write=True, notify=notify)
+
+    async def _read(self, fn: Callable[[Any], T]) -> T:
+        return await self._threads()[1].call(fn)
+
+    # -- producing ---------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, now: datetime, connection: Any = None
+    ) -> list[int | None]:
+        """Insert jobs in one transaction; see :meth:`batchwork.jobs._store.Store.enqueue`.
+
+        ``connection`` is refused: SQLite has no caller-owned transactions to join.
+        """
+        if connection is not None:
+            raise ValueError("connection= needs the PostgreSQL store; SQLite has no such mode")
+        if not jobs:
+            return []
+        now_us = to_us(now)
+        return await self._write(lambda conn: ops.enqueue(conn, jobs, now_us), notify=True)
+
+    async def wait_for_work(self, at_most: float) -> None:
+        """Return when another process committed, or this store wrote jobs, since the
+        last claim or wait, or after ``at_most`` seconds.
+
+        Another process's commit is seen by polling ``PRAGMA data_version`` every 5 ms;
+        a write through this object wakes the waiter at once.
+        """
+        writer = self._threads()[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(at_most, 0.0)
+        if self._seen is None:
+            self._seen = (self._generation, await writer.call(ops.data_version))
+        generation, version = self._seen
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (loop, waiter)
+        with self._lock:
+            self._waiters.add(entry)
+        try:
+            while self._generation == generation:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait([waiter], timeout=min(POLL_INTERVAL, remaining))
+                now_version = await writer.call(ops.data_version)
+                if now_version != version:
+                    version = now_version
+                    break
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
+        self._seen = (self._generation, version)
+
+    def _local_change(self) -> None:
+        # On the writer thread, after a commit that may have brought work.
+        with self._lock:
+            self._generation += 1
+            waiters = list(self._waiters)
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_wake, waiter)
+
+    # -- working -----------------------------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert (or replace) a worker row; its ``heartbeat_at`` starts the lease."""
+        await self._write(lambda conn: ops.register_worker(conn, worker))
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Delete a worker row (graceful shutdown)."""
+        await self._write(lambda conn: ops.unregister_worker(conn, worker_id))
+
+    async def claim(
+        self, worker_id: str, *, tags: Sequence[str] | None, limit: int, now: datetime
+    ) -> list[Claimed]:
+        """Take up to ``limit`` due jobs, highest priority, then oldest, first."""
+        now_us = to_us(now)
+        generation = self._generation
+
+        def work(conn: Any) -> list[Claimed]:
+            claimed = ops.claim(conn, worker_id, tags, limit, now_us)
+            # Read under the write lock: a commit by anyone else after this changes it.
+            self._seen = (generation, ops.data_version(conn))
+            return claimed
+
+        return await self._write(work)
+
+    async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
+        """Take this one job if it is pending or paused, due or not (inline runs)."""
+        now_us = to_us(now)
+        return await self._write(lambda conn: ops.claim_job(conn, worker_id, job_id, now_us))
+
+    async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write run outcomes whose lease still matches; returns the ids written."""
+        if not outcomes:
+            return set()
+        return await self._write(lambda conn: ops.complete(conn, worker_id, outcomes), notify=True)
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[int, str]]) -> None:
+        """Undo claims whose handler never started."""
+        if not leases:
+            return
+        now_us = to_us(self.now())
+        await self._write(lambda conn: ops.release(conn, worker_id, leases, now_us), notify=True)
+
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, running: Sequence[int]
+    ) -> Heartbeat:
+        """Renew the lease; ``alive=False`` when the worker was declared dead."""
+        now_us = to_us(now)
+        return await self._write(lambda conn: ops.heartbeat(conn, worker_id, now_us, running))
+
+    async def recover(self, *, now: datetime) -> Recovery:
+        """Crash recovery (see :meth:`batchwork.jobs._store.Store.recover`)."""
+        now_us = to_us(now)
+        return await self._write(lambda conn: ops.recover(conn, now_us), notify=True)
+
+    async def claim_exit_hooks(
+        self, worker_id: str, *, names: Sequence[str], limit: int
+    ) -> list[Job]:
+        """Take up to ``limit`` due on_exit hooks of these job names."""
+        return await self._write(lambda conn: ops.claim_exit_hooks(conn, worker_id, names, limit))
+
+    async def finish_exit_hooks(self, worker_id: str, job_ids: Sequence[int]) -> None:
+        """Mark exit hooks taken by this worker as done."""
+        if job_ids:
+            await self._write(lambda conn: ops.finish_exit_hooks(conn, worker_id, job_ids))
+
+    # -- crons -------------------------------------------------------------------------
+    async def reconcile_crons(self, specs: Sequence[CronSpec], *, now: datetime) -> None:
+        """Make the stored crons match ``specs`` in one transaction."""
+        now_us = to_us(now)
+        await self._write(lambda conn: queries.reconcile_crons(conn, specs, now_us))
+
+    async def cron_states(self) -> list[CronState]:
+        """Every stored cron, by name."""
+        return await self._read(queries.cron_states)
+
+    async def fire_cron_ticks(
+        self, name: str, ticks: Sequence[NewJob], *, watermark: datetime, now: datetime
+    ) -> list[int | None]:
+        """Insert tick records (a tick already there is ``None``) and raise the watermark."""
+        now_us, mark_us = to_us(now), to_us(watermark)
+        return await self._write(
+            lambda conn: queries.fire_cron_ticks(conn, name, ticks, mark_us, now_us),
+            notify=True,
+        )
+
+    # -- querying and control ----------------------------------------------------------
+    async def get(self, job_id: int) -> Job:
+        """One job; :class:`~batchwork.errors.JobNotFound` for an unknown id."""
+        job = await self._read(lambda conn: queries.get(conn, job_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        name: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first (by id), filtered by status, name and tag."""
+        return await self._read(
+            lambda conn: queries.list_jobs(
+                conn, status=status, name=name, tag=tag, limit=limit, offset=offset
+            )
+        )
+
+    async def cancel(self, job_id: int, *, now: datetime) -> CancelResult:
+        """Cancel a pending/paused job now, or ask a running one's worker to stop it."""
+        now_us = to_us(now)
+        result = await self._write(lambda conn: ops.cancel(conn, job_id, now_us))
+        if result is None:
+            raise JobNotFound(job_id)
+        return result
+
+    async def retry(self, job_id: int, *, now: datetime) -> bool:
+        """Put an ended job back to pending due ``now``; ``False`` if it has not ended.
+
+        The error is kept; the result, hook state, cancel request and crash count are
+        cleared (a manual retry starts the crash-loop guard afresh).
+        """
+        now_us = to_us(now)
+        result = await self._write(lambda conn: ops.retry(conn, job_id, now_us), notify=True)
+        if result is None:
+            raise JobNotFound(job_id)
+        return result
+
+    async def counts(self) -> dict[tuple[str, JobStatus], int]:
+        """Number of jobs per ``(name, status)``."""
+        return await self._read(queries.counts)
+
+    async def timeline(self, *, since: datetime, bucket: float) -> list[TimelinePoint]:
+        """Finished and failed (errored, timed_out, crashed) jobs per ``bucket`` seconds
+        since ``since``, oldest first; buckets where nothing ended are left out."""
+        if bucket <= 0:
+            raise ValueError(f"bucket must be > 0 seconds, got {bucket!r}")
+        since_us, bucket_us = to_us(since), max(1, round(bucket * 1_000_000))
+        return await self._read(lambda conn: queries.timeline(conn, since_us, bucket_us))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Registered workers with the ids of the jobs each is running."""
+        return await self._read(queries.workers)
+
+    async def purge(self, *, ended_before: datetime) -> int:
+        """Delete jobs that ended before this instant, in short transactions."""
+        before_us = to_us(ended_before)
+        total = 0
+        while True:
+            deleted = await self._write(lambda conn: ops.purge(conn, before_us, PURGE_CHUNK))
+            total += deleted
+            if deleted < PURGE_CHUNK:
+                return total
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,455 @@
+"""The SQL of the SQLite store: plain functions of a connection, run on its thread.
+
+Each function is one step inside a transaction opened by the caller (writes) or a plain
+read. Status changes name the statuses they leave in their ``WHERE`` clause, so a row in
+any other state is left alone (and a trigger refuses any transition not in
+``ALLOWED_TRANSITIONS``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ._model import (
+    ALLOWED_TRANSITIONS,
+    ENDED_STATUSES,
+    CancelResult,
+    Claimed,
+    Heartbeat,
+    Job,
+    JobStatus,
+    JobType,
+    NewJob,
+    Outcome,
+    Recovery,
+    WorkerInfo,
+    load_json,
+)
+from ._sqlite_schema import from_us, opt_from_us, to_us
+
+JOB_COLUMNS = (
+    "id, name, type, status, payload, result, error, attempts, tag, priority, worker_id,"
+    " conflict_id, scheduled_for, created_at, started_at, ended_at, updated_at, duration,"
+    " unique_key, resumable, max_crashes, crashes, cancel_requested"
+)
+ACTIVE_SQL = "('pending', 'running', 'paused')"
+CLAIMABLE_SQL = "('pending', 'paused')"
+
+_STATUS = {status.value: status for status in JobStatus}
+_TYPE = {kind.value: kind for kind in JobType}
+_INSERTABLE = frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.MISSED})
+_FROM_RUNNING = ALLOWED_TRANSITIONS[JobStatus.RUNNING]
+
+_INSERT = (
+    "INSERT INTO batchwork_jobs (name, type, status, payload, error, tag, priority,"
+    " conflict_id, scheduled_for, created_at, ended_at, updated_at, unique_key, resumable,"
+    " max_crashes, tick_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job`."""
+    return Job(
+        id=row[0],
+        name=row[1],
+        type=_TYPE[row[2]],
+        status=_STATUS[row[3]],
+        payload=load_json(row[4]),
+        result=load_json(row[5]),
+        error=row[6],
+        attempts=row[7],
+        tag=row[8],
+        priority=row[9],
+        worker_id=row[10],
+        conflict_id=row[11],
+        scheduled_for=from_us(row[12]),
+        created_at=from_us(row[13]),
+        started_at=opt_from_us(row[14]),
+        ended_at=opt_from_us(row[15]),
+        updated_at=from_us(row[16]),
+        duration=row[17],
+        unique_key=row[18],
+        resumable=bool(row[19]),
+        max_crashes=row[20],
+        crashes=row[21],
+        cancel_requested=bool(row[22]),
+    )
+
+
+# -- producing -----------------------------------------------------------------------------
+def enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob], now_us: int) -> list[int | None]:
+    """Insert ``jobs``; plain ones in runs through ``executemany`` (the fast path)."""
+    ids: list[int | None] = []
+    plain: list[tuple[Any, ...]] = []
+    for job in jobs:
+        if job.status not in _INSERTABLE:
+            raise ValueError(f"a new job cannot start {job.status}: use pending")
+        if _is_plain(job):
+            plain.append(_insert_params(job, now_us, JobStatus.PENDING, None))
+            continue
+        _insert_plain(conn, plain, ids)
+        ids.append(_insert_special(conn, job, now_us))
+    _insert_plain(conn, plain, ids)
+    return ids
+
+
+def _is_plain(job: NewJob) -> bool:
+    return (
+        job.type is JobType.JOB
+        and job.status is JobStatus.PENDING
+        and job.unique_key is None
+        and not job.exclusive
+    )
+
+
+def _insert_plain(
+    conn: sqlite3.Connection, rows: list[tuple[Any, ...]], ids: list[int | None]
+) -> None:
+    if not rows:
+        return
+    if len(rows) == 1:
+        ids.append(conn.execute(_INSERT + " RETURNING id", rows[0]).fetchone()[0])
+        rows.clear()
+        return
+    conn.executemany(_INSERT, rows)
+    # We hold the write lock and ids come from AUTOINCREMENT, so one executemany's rows
+    # get consecutive ids ending at the last inserted one.
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    ids.extend(range(last - len(rows) + 1, last + 1))
+    rows.clear()
+
+
+def _insert_params(
+    job: NewJob, now_us: int, status: JobStatus, conflict_id: int | None
+) -> tuple[Any, ...]:
+    scheduled = to_us(job.scheduled_for)
+    return (
+        job.name,
+        job.type.value,
+        status.value,
+        job.payload_json,
+        job.error,
+        job.tag,
+        job.priority,
+        conflict_id,
+        scheduled,
+        now_us,
+        now_us if status in ENDED_STATUSES else None,
+        now_us,
+        job.unique_key,
+        int(job.resumable),
+        job.max_crashes,
+        scheduled if job.type is JobType.CRON_TASK else None,
+    )
+
+
+def _insert_special(conn: sqlite3.Connection, job: NewJob, now_us: int) -> int | None:
+    status, conflict_id = job.status, None
+    if status is JobStatus.PENDING and job.unique_key is not None:
+        row = conn.execute(
+            f"SELECT id FROM batchwork_jobs WHERE unique_key = ? AND status IN {ACTIVE_SQL}",
+            (job.unique_key,),
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+    if status is JobStatus.PENDING and job.exclusive:
+        row = conn.execute(
+            "SELECT id FROM batchwork_jobs"
+            f" WHERE name = ? AND status IN {ACTIVE_SQL} ORDER BY id LIMIT 1",
+            (job.name,),
+        ).fetchone()
+        if row is not None:
+            status, conflict_id = JobStatus.SKIPPED, int(row[0])
+    params = _insert_params(job, now_us, status, conflict_id)
+    # DO NOTHING: a cron tick already recorded (by any worker) is not an error.
+    row = conn.execute(_INSERT + " ON CONFLICT DO NOTHING RETURNING id", params).fetchone()
+    return None if row is None else int(row[0])
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes when another connection commits (never for this connection's own)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+# -- working -------------------------------------------------------------------------------
+def register_worker(conn: sqlite3.Connection, worker: WorkerInfo) -> None:
+    """Insert or replace a worker row."""
+    conn.execute(
+        "INSERT OR REPLACE INTO batchwork_workers (id, hostname, pid, tags, concurrency,"
+        " lease_timeout, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            worker.id,
+            worker.hostname,
+            worker.pid,
+            None if worker.tags is None else json.dumps(list(worker.tags)),
+            worker.concurrency,
+            worker.lease_timeout,
+            to_us(worker.started_at),
+            to_us(worker.heartbeat_at),
+        ),
+    )
+
+
+def unregister_worker(conn: sqlite3.Connection, worker_id: str) -> None:
+    """Delete a worker row."""
+    conn.execute("DELETE FROM batchwork_workers WHERE id = ?", (worker_id,))
+
+
+def _claim_set(worker_id: str, now_us: int) -> tuple[str, list[Any]]:
+    lease = secrets.token_hex(8)
+    sql = (
+        "UPDATE batchwork_jobs SET status = 'running', worker_id = ?, lease = ?,"
+        " attempts = attempts + 1, started_at = coalesce(started_at, ?), claimed_at = ?,"
+        " claimed_from = status, updated_at = ?"
+    )
+    return sql, [worker_id, lease, now_us, now_us, now_us]
+
+
+def claim(
+    conn: sqlite3.Connection,
+    worker_id: str,
+    tags: Sequence[str] | None,
+    limit: int,
+    now_us: int,
+) -> list[Claimed]:
+    """Take up to ``limit`` due jobs, in claim order."""
+    if limit < 1:
+        return []
+    sql, params = _claim_set(worker_id, now_us)
+    tag_filter = ""
+    if tags is not None:
+        tag_filter = " AND (tag IS NULL OR tag IN (SELECT value FROM json_each(?)))"
+    select = (
+        f"SELECT id FROM batchwork_jobs WHERE status IN {CLAIMABLE_SQL}"
+        f" AND scheduled_for <= ?{tag_filter}"
+        " ORDER BY priority DESC, scheduled_for, id LIMIT ?"
+    )
+    params.append(now_us)
+    if tags is not None:
+        params.append(json.dumps(list(tags)))
+    params.append(limit)
+    rows = conn.execute(
+        f"{sql} WHERE id IN ({select}) RETURNING {JOB_COLUMNS}, lease", params
+    ).fetchall()
+    # RETURNING gives no order; hand jobs back in the order they were chosen.
+    rows.sort(key=lambda row: (-row[9], row[12], row[0]))
+    return [Claimed(row_to_job(row), row[23]) for row in rows]
+
+
+def claim_job(conn: sqlite3.Connection, worker_id: str, job_id: int, now_us: int) -> Claimed | None:
+    """Take one pending or paused job, due or not."""
+    sql, params = _claim_set(worker_id, now_us)
+    row = conn.execute(
+        f"{sql} WHERE id = ? AND status IN {CLAIMABLE_SQL} RETURNING {JOB_COLUMNS}, lease",
+        [*params, job_id],
+    ).fetchone()
+    return None if row is None else Claimed(row_to_job(row), row[23])
+
+
+def complete(conn: sqlite3.Connection, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """Write outcomes whose lease still matches; return the ids written."""
+    written: set[int] = set()
+    for outcome in outcomes:
+        if outcome.status not in _FROM_RUNNING:
+            raise ValueError(f"a run cannot end {outcome.status}")
+        sql, params = _outcome_update(worker_id, outcome)
+        if conn.execute(sql, params).rowcount:
+            written.add(outcome.job_id)
+    return written
+
+
+_FENCE = " WHERE id = ? AND worker_id = ? AND lease = ? AND status = 'running'"
+
+
+def _outcome_update(worker_id: str, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+    ended = to_us(outcome.ended_at)
+    fence = (outcome.job_id, worker_id, outcome.lease)
+    if outcome.status is JobStatus.PENDING:
+        if outcome.retry_at is None:
+            raise ValueError(f"a retry of job {outcome.job_id} needs retry_at")
+        return (
+            "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, error = ?,"
+            " duration = ?, worker_id = NULL, lease = NULL, updated_at = ?" + _FENCE,
+            (to_us(outcome.retry_at), outcome.error, outcome.duration, ended, *fence),
+        )
+    if outcome.status is JobStatus.PAUSED:
+        return (
+            "UPDATE batchwork_jobs SET status = 'paused', duration = ?, worker_id = NULL,"
+            " lease = NULL, updated_at = ?" + _FENCE,
+            (outcome.duration, ended, *fence),
+        )
+    hook, hook_worker = ("taken", worker_id) if outcome.run_exit_hook else ("due", None)
+    return (
+        "UPDATE batchwork_jobs SET status = ?, result = ?, error = ?, ended_at = ?,"
+        " duration = ?, lease = NULL, updated_at = ?, exit_hook = ?, exit_hook_worker = ?" + _FENCE,
+        (
+            outcome.status.value,
+            outcome.result_json,
+            outcome.error,
+            ended,
+            outcome.duration,
+            ended,
+            hook,
+            hook_worker,
+            *fence,
+        ),
+    )
+
+
+def release(
+    conn: sqlite3.Connection, worker_id: str, leases: Sequence[tuple[int, str]], now_us: int
+) -> None:
+    """Undo claims whose handler never started (status, attempts and first start)."""
+    conn.executemany(
+        "UPDATE batchwork_jobs SET status = coalesce(claimed_from, 'pending'),"
+        " attempts = attempts - 1,"
+        " started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END,"
+        " worker_id = NULL, lease = NULL, updated_at = ?" + _FENCE,
+        [(now_us, job_id, worker_id, lease) for job_id, lease in leases],
+    )
+
+
+def heartbeat(
+    conn: sqlite3.Connection, worker_id: str, now_us: int, running: Sequence[int]
+) -> Heartbeat:
+    """Renew the worker's lease and report cancellation requests."""
+    cursor = conn.execute(
+        "UPDATE batchwork_workers SET heartbeat_at = max(heartbeat_at, ?) WHERE id = ?",
+        (now_us, worker_id),
+    )
+    if not cursor.rowcount:
+        return Heartbeat(alive=False)
+    if not running:
+        return Heartbeat(alive=True)
+    rows = conn.execute(
+        "SELECT id FROM batchwork_jobs WHERE worker_id = ? AND status = 'running'"
+        " AND cancel_requested = 1 AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (worker_id, json.dumps(list(running))),
+    ).fetchall()
+    return Heartbeat(alive=True, cancel_ids=tuple(row[0] for row in rows))
+
+
+def recover(conn: sqlite3.Connection, now_us: int) -> Recovery:
+    """Declare expired workers dead and deal with their jobs and hooks."""
+    dead = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM batchwork_workers"
+            " WHERE heartbeat_at + CAST(lease_timeout * 1000000 AS INTEGER) < ? ORDER BY id",
+            (now_us,),
+        )
+    ]
+    if not dead:
+        return Recovery()
+    dead_json = json.dumps(dead)
+    in_dead = "(SELECT value FROM json_each(?))"
+    conn.execute(f"DELETE FROM batchwork_workers WHERE id IN {in_dead}", (dead_json,))
+    resumed = conn.execute(
+        "UPDATE batchwork_jobs SET status = 'pending', crashes = crashes + 1,"
+        " worker_id = NULL, lease = NULL, updated_at = ?"
+        f" WHERE status = 'running' AND worker_id IN {in_dead}"
+        " AND resumable = 1 AND crashes < max_crashes RETURNING id",
+        (now_us, dead_json),
+    ).fetchall()
+    crashed = conn.execute(
+        "UPDATE batchwork_jobs SET status = 'crashed', crashes = crashes + 1,"
+        " error = 'crashed: worker ' || worker_id || ' stopped heartbeating'"
+        " || CASE WHEN resumable = 1 THEN ' (crashed ' || (crashes + 1) || ' times, the"
+        " limit is ' || max_crashes || ')' ELSE '' END,"
+        " ended_at = ?, duration = (? - claimed_at) / 1e6, lease = NULL, updated_at = ?,"
+        " exit_hook = 'due', exit_hook_worker = NULL"
+        f" WHERE status = 'running' AND worker_id IN {in_dead} RETURNING {JOB_COLUMNS}",
+        (now_us, now_us, now_us, dead_json),
+    ).fetchall()
+    conn.execute(
+        "UPDATE batchwork_jobs SET exit_hook = 'due', exit_hook_worker = NULL"
+        f" WHERE exit_hook = 'taken' AND exit_hook_worker IN {in_dead}",
+        (dead_json,),
+    )
+    return Recovery(
+        crashed=tuple(sorted((row_to_job(row) for row in crashed), key=lambda job: job.id)),
+        resumed=tuple(sorted(row[0] for row in resumed)),
+        dead_workers=tuple(dead),
+    )
+
+
+def claim_exit_hooks(
+    conn: sqlite3.Connection, worker_id: str, names: Sequence[str], limit: int
+) -> list[Job]:
+    """Mark due hooks of these names as taken by this worker; oldest jobs first."""
+    if limit < 1 or not names:
+        return []
+    rows = conn.execute(
+        "UPDATE batchwork_jobs SET exit_hook = 'taken', exit_hook_worker = ?"
+        " WHERE id IN (SELECT id FROM batchwork_jobs WHERE exit_hook IN ('due', 'taken')"
+        " AND exit_hook = 'due' AND name IN (SELECT value FROM json_each(?))"
+        f" ORDER BY id LIMIT ?) RETURNING {JOB_COLUMNS}",
+        (worker_id, json.dumps(list(names)), limit),
+    ).fetchall()
+    return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
+
+
+def finish_exit_hooks(conn: sqlite3.Connection, worker_id: str, job_ids: Sequence[int]) -> None:
+    """Mark hooks taken by this worker as done."""
+    conn.execute(
+        "UPDATE batchwork_jobs SET exit_hook = 'done', exit_hook_worker = NULL"
+        " WHERE exit_hook = 'taken' AND exit_hook_worker = ?"
+        " AND id IN (SELECT value FROM json_each(?))",
+        (worker_id, json.dumps(list(job_ids))),
+    )
+
+
+# -- control -------------------------------------------------------------------------------
+def cancel(conn: sqlite3.Connection, job_id: int, now_us: int) -> CancelResult | None:
+    """Cancel one job; ``None`` when it does not exist."""
+    row = conn.execute("SELECT status FROM batchwork_jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    status = _STATUS[row[0]]
+    if status in (JobStatus.PENDING, JobStatus.PAUSED):
+        conn.execute(
+            "UPDATE batchwork_jobs SET status = 'cancelled', ended_at = ?, updated_at = ?,"
+            " exit_hook = 'due', exit_hook_worker = NULL"
+            f" WHERE id = ? AND status IN {CLAIMABLE_SQL}",
+            (now_us, now_us, job_id),
+        )
+        return CancelResult.CANCELLED
+    if status is JobStatus.RUNNING:
+        conn.execute(
+            "UPDATE batchwork_jobs SET cancel_requested = 1, updated_at = ?"
+            " WHERE id = ? AND status = 'running'",
+            (now_us, job_id),
+        )
+        return CancelResult.REQUESTED
+    return CancelResult.ALREADY_ENDED
+
+
+_ENDED_SQL = "(" + ", ".join(f"'{status.value}'" for status in sorted(ENDED_STATUSES)) + ")"
+
+
+def retry(conn: sqlite3.Connection, job_id: int, now_us: int) -> bool | None:
+    """Put an ended job back to pending; ``None`` when it does not exist."""
+    cursor = conn.execute(
+        "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, ended_at = NULL,"
+        " result = NULL, worker_id = NULL, lease = NULL, conflict_id = NULL, crashes = 0,"
+        " cancel_requested = 0, exit_hook = 'none', exit_hook_worker = NULL, updated_at = ?"
+        f" WHERE id = ? AND status IN {_ENDED_SQL}",
+        (now_us, now_us, job_id),
+    )
+    if cursor.rowcount:
+        return True
+    exists = conn.execute("SELECT 1 FROM batchwork_jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if exists is None else False
+
+
+def purge(conn: sqlite3.Connection, ended_before_us: int, chunk: int) -> int:
+    """Delete up to ``chunk`` ended jobs that ended before this instant."""
+    return conn.execute(
+        "DELETE FROM batchwork_jobs WHERE id IN (SELECT id FROM batchwork_jobs"
+        f" WHERE ended_at < ? AND status IN {_ENDED_SQL} LIMIT ?)",
+        (ended_before_us, chunk),
+    ).rowcount
