@@ -507,8 +507,8 @@ class Batcher(Generic[T, R]):
             raise
         awaiting = self._settle(batch, outcomes, error)
         self._report(group, batch, attempts, loop.time() - started, error)
-        if error is not None and not isinstance(error, Exception):
-            raise error
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise error  # after answering the callers, let it stop the loop as asyncio does
         return awaiting
 
     async def _attempt(self, settings: Settings[T, R], items: list[T]) -> object:
