@@ -113,6 +113,7 @@ class TaskHandle(Generic[R]):
         runner: TaskRunner,
         index: int,
         fn: Callable[..., Any],
+        is_async: bool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         refs: tuple[TaskHandle[Any] | str, ...],
@@ -123,7 +124,7 @@ class TaskHandle(Generic[R]):
         self._runner = runner
         self._index = index
         self._fn = fn
-        self._is_async = _is_async(fn)
+        self._is_async = is_async
         self._args = args
         self._kwargs = kwargs
         self._refs = refs
@@ -255,6 +256,8 @@ class TaskRunner:
         self._bar: Bar | None = None
         self._handles: list[TaskHandle[Any]] = []
         self._names: dict[str, TaskHandle[Any]] = {}
+        # push() is called once per task, often with the same function: inspect it once.
+        self._async_fns: dict[Callable[..., Any], bool] = {}
         self._graph = TaskGraph()
         self._run: _Run | None = None
         self._aborting = False
@@ -336,7 +339,16 @@ class TaskRunner:
                 raise CycleError([name])
             resolved = self._resolve(refs)
         handle: TaskHandle[Any] = TaskHandle(
-            self, len(self._handles), fn, args, kwargs, refs, policy, fallback, name
+            self,
+            len(self._handles),
+            fn,
+            self._is_async(fn),
+            args,
+            kwargs or _NO_KWARGS,
+            refs,
+            policy,
+            fallback,
+            name,
         )
         self._handles.append(handle)
         if name is not None:
@@ -346,6 +358,15 @@ class TaskRunner:
             self._register([handle])
             self._advance()
         return handle
+
+    def _is_async(self, fn: Callable[..., Any]) -> bool:
+        try:
+            return self._async_fns[fn]
+        except KeyError:
+            is_async = self._async_fns[fn] = _is_async(fn)
+        except TypeError:  # an unhashable callable
+            is_async = _is_async(fn)
+        return is_async
 
     def _check_needs(self, needs: Need | Iterable[Need]) -> tuple[TaskHandle[Any] | str, ...]:
         refs = (needs,) if isinstance(needs, TaskHandle | str) else tuple(needs)
