@@ -8,8 +8,8 @@ Select one backend with ``-k sqlite`` or ``-k postgres``.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
