@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from batchwork.jobs import JobProcessor
+    from batchwork.jobs._cron_scheduler import CronInfo
 
 T = TypeVar("T")
 
@@ -37,7 +38,11 @@ def console() -> Console:
     """The console every command prints to (no colour or markup surprises off a terminal)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output keeps whole cells (scripts grep them); a terminal gets its own width.
+    out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:
+        out = Console(highlight=False, soft_wrap=False, width=max(out.width, 200))
+    return out
 
 
 def run_with(processor: JobProcessor, call: Callable[[], Awaitable[T]]) -> T:
@@ -56,15 +61,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _print_all(parts: list[Any]) -> None:
+    out = console()
+    for part in parts:
+        out.print(part)
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(render.dumps(value) + "\n")
 
 
 def registered_names(processor: JobProcessor) -> set[str] | None:
-    """Job names ``processor`` registers (``None`` for a bare store URL: any name goes)."""
-    if not processor.registered_from_module:
-        return None
-    return set(processor.job_names)
+    """Job names ``processor`` registers (``None`` when it registers none, as for a bare
+    store URL: then any name goes, as with ``processor.enqueue``)."""
+    return set(processor.jobs) or None
 
 
 # -- producing ---------------------------------------------------------------------------
@@ -95,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(job)
     else:
-        console().print(*render.job_detail(job, now=_now()))
+        _print_all(render.job_detail(job, now=_now()))
     return 0 if job.status == "finished" else 1
 
 
@@ -144,7 +154,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(job)
     else:
-        console().print(*render.job_detail(job, now=_now()))
+        _print_all(render.job_detail(job, now=_now()))
     return 0
 
 
@@ -156,7 +166,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     out = console()
     out.print(render.counts_table(stats.by_status, title="jobs by status", key="STATUS"))
-    out.print(render.counts_table(stats.by_name, title="jobs by name", key="NAME"))
+    out.print(render.names_table(stats.by_name))
     return 0
 
 
@@ -169,7 +179,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     now = _now()
     rows = [
         {
-            "id": w.id,
+            "worker": w.id,
             "host": w.hostname,
             "pid": w.pid,
             "tags": ",".join(w.tags) if w.tags is not None else "(all)",
@@ -180,15 +190,13 @@ def cmd_workers(args: argparse.Namespace) -> int:
         }
         for w in workers
     ]
-    cols = ["id", "host", "pid", "tags", "concurrency", "running", "heartbeat", "started"]
+    cols = ["worker", "host", "pid", "tags", "concurrency", "running", "heartbeat", "started"]
     out = console()
     out.print(render.plain_table(rows, cols) if rows else "no live workers")
     return 0
 
 
 def cmd_crons(args: argparse.Namespace) -> int:
-    from ._words import describe_cron
-
     processor = load_app(args.app)
     crons = run_with(processor, processor.crons)
     if args.json:
@@ -199,11 +207,11 @@ def cmd_crons(args: argparse.Namespace) -> int:
         {
             "name": c.name,
             "expression": c.expression,
-            "schedule": describe_cron(c.expression),
+            "schedule": c.description,
             "timezone": c.timezone,
             "next": render.ago(c.next_tick, now=now),
             "last": render.ago(c.last_tick, now=now),
-            "status": c.last_status or "-",
+            "status": str(c.last_status or "-"),
             "flags": ", ".join(_cron_flags(c)) or "ok",
         }
         for c in crons
@@ -213,8 +221,10 @@ def cmd_crons(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cron_flags(cron: Any) -> list[str]:
-    return [flag for flag in ("late", "missed", "overran") if getattr(cron, flag, False)]
+def _cron_flags(cron: CronInfo) -> list[str]:
+    flags = ["late"] if cron.late else []
+    flags += [f"{cron.missed} missed"] if cron.missed else []
+    return flags + (["overran"] if cron.overran else [])
 
 
 # -- controlling -------------------------------------------------------------------------

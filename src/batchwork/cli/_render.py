@@ -200,6 +200,20 @@ def counts_table(counts: Mapping[str, int], *, title: str, key: str) -> Table:
     return table
 
 
+def names_table(by_name: Mapping[str, Mapping[str, int]]) -> Table:
+    """Jobs per name (rows) and status (columns); statuses no job has are left out."""
+    present = {status for row in by_name.values() for status in row}
+    statuses = [s for s in STATUS_STYLES if s in present]
+    table = _table("NAME", *[s.upper() for s in statuses], "TOTAL", title="jobs by name")
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for name in sorted(by_name):
+        row = by_name[name]
+        cells = [str(row.get(s, 0)) if row.get(s) else "." for s in statuses]
+        table.add_row(name, *cells, str(sum(row.values())))
+    return table
+
+
 def plain_table(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> Table:
     """A table of already formatted cells, one mapping per row."""
     cols = list(columns)
