@@ -16,7 +16,7 @@ import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, overload
 
@@ -414,7 +414,7 @@ class TaskRunner:
         """
         return await self._complete(self._begin(), return_exceptions)
 
-    async def as_completed(self) -> AsyncIterator[TaskHandle[Any]]:
+    async def as_completed(self) -> AsyncGenerator[TaskHandle[Any], None]:
         """Yield the handles of the current run as their tasks end (cancelled ones too).
 
         Starts the run if ``start()`` was not called; breaking out of the loop then
@@ -754,13 +754,31 @@ class TaskRunner:
         )
 
 
-# Shadows the builtin on purpose: DESIGN.md names it ``batchwork.map``.
+@overload
 async def map(
-    fn: Callable[[T], Awaitable[R]] | Callable[[T], R],
+    fn: Callable[[T], Awaitable[R]],
     items: Iterable[T],
     concurrency: int = 8,
     progress_bar: bool = False,
-) -> list[R]:
+) -> list[R]: ...
+
+
+@overload
+async def map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    concurrency: int = 8,
+    progress_bar: bool = False,
+) -> list[R]: ...
+
+
+# Shadows the builtin on purpose: DESIGN.md names it ``batchwork.map``.
+async def map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    concurrency: int = 8,
+    progress_bar: bool = False,
+) -> list[Any]:
     """Call ``fn(item)`` for every item, at most ``concurrency`` at a time; results in order.
 
     ``fn`` is async or a plain function (run in threads). Failures raise an
