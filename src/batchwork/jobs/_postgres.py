@@ -1,0 +1,833 @@
+"""The PostgreSQL store: many workers on many hosts share one database.
+
+Imported only for ``postgresql://`` and ``postgres://`` URLs (see ``store_from_url``), so
+psycopg is needed only by those who use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from itertools import groupby
+from typing import Any, TypeVar
+
+try:
+    import psycopg
+    from psycopg import pq
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "the PostgreSQL store needs psycopg 3 and psycopg_pool: pip install 'batchwork[postgres]'"
+    ) from exc
+
+from batchwork.errors import JobNotFound, StoreError
+
+from ._model import (
+    CancelResult,
+    Claimed,
+    CronSpec,
+    CronState,
+    Heartbeat,
+    Job,
+    JobStatus,
+    JobType,
+    NewJob,
+    Outcome,
+    Recovery,
+    TimelinePoint,
+    WorkerInfo,
+)
+from ._postgres_rows import (
+    copy_text,
+    cron_from_row,
+    insert_row,
+    is_plain,
+    job_from_row,
+    split_url,
+    utc,
+    worker_from_row,
+)
+from ._postgres_sql import Sql, channel_for, check_schema
+
+log = logging.getLogger("batchwork.postgres")
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+
+def _migrations() -> list[tuple[int, str]]:
+    """The schema migrations shipped with the package, as ``(version, sql)`` in order."""
+    folder = resources.files("batchwork.jobs").joinpath("sql", "postgres")
+    found = [
+        (int(entry.name.split("_", 1)[0]), entry.read_text("utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    ]
+    return sorted(found)
+
+
+async def _refuse_dead(conn: Conn) -> None:
+    # A connection the server ended while it sat idle in the pool (pg_terminate_backend, a
+    # restart) has the termination message waiting on its socket. Refusing it here makes
+    # the pool hand out a fresh one instead of failing a statement that cannot be retried.
+    if conn.broken or conn.closed:
+        raise psycopg.OperationalError("connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        raise psycopg.OperationalError("the server closed this idle connection")
+
+
+class PostgresStore:
+    """The job store on PostgreSQL (psycopg 3, an ``AsyncConnectionPool``).
+
+    ``url`` is a libpq URL; ``?schema=name`` (or ``schema=``) keeps batchwork's tables in
+    their own schema, created and migrated on :meth:`open` (versioned, ordered migrations
+    under an advisory lock, so processes that open a fresh database at once are safe).
+    Creating the store does no I/O.
+
+    Design, and the trade-offs it makes:
+
+    * **Hot table.** ``jobs`` holds only pending, running and paused jobs; the transaction
+      that ends a job moves it to ``job_history``. Claims scan a partial index on a table
+      that stays as small as the backlog, however many millions of ended jobs are kept;
+      ``get``, ``list_jobs``, ``counts``, ``timeline`` and ``purge`` read both tables.
+    * **Claims** are one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n)``
+      statement. Claims and heartbeats commit with ``synchronous_commit = off``: if the
+      *database server* crashes, the last few claims may be lost, which only puts those
+      jobs back in the queue (the worker's later completion no longer matches the lease
+      and is refused, so the job runs again: at-least-once, as for any crash).
+    * **Completions** are written in one statement per batch and are durable by default.
+      ``durable_completions=False`` commits them asynchronously too: faster, but a database
+      crash can then forget that a job ended, so it runs again and so does its ``on_exit``.
+      Enqueues are always durable.
+    * **Clock.** :meth:`now` is the *database* clock without a round trip: the offset
+      between the database's ``clock_timestamp()`` and the local monotonic clock is
+      measured at :meth:`open` and again at every :meth:`heartbeat`. Leases and cron ticks
+      computed from it agree across hosts whose own clocks disagree.
+    * **Wake-ups.** Inserts into either table send a ``NOTIFY`` (one per statement, so a
+      COPY of 10,000 jobs sends one); a dedicated ``LISTEN`` connection wakes
+      :meth:`wait_for_work`. Polling stays as the fallback: while the LISTEN connection is
+      down, waits are capped at ``poll_interval``.
+    * **Connection loss.** The pool replaces connections the server dropped (checked
+      without a round trip when a connection is taken) and reconnects with backoff; the
+      LISTEN connection re-establishes itself. While the database is away, operations
+      raise :class:`~batchwork.errors.StoreError` (never a psycopg error) after
+      ``connect_timeout`` seconds, and the store logs once when it goes and once when it
+      comes back (logger ``batchwork.postgres``). Operations whose retry is harmless
+      (reads, heartbeats, completions, claims) are retried on a fresh connection first.
+
+    Example::
+
+        store = PostgresStore("postgresql://app@db/app?schema=jobs")
+        await store.open()
+        [job_id] = await store.enqueue([new_job], now=store.now())
+        await store.close()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "batchwork",
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+        poll_interval: float = 1.0,
+        durable_completions: bool = True,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size!r}")
+        if connect_timeout <= 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
+        conninfo, url_schema, self._where = split_url(url)
+        self.url = url
+        self.schema = check_schema(url_schema or schema)
+        self.channel = channel_for(self.schema)
+        self._conninfo = conninfo
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._poll_interval = poll_interval
+        self._durable = durable_completions
+        self._sql = Sql(self.schema)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
+        self._listen_ready: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
+        self._generation = 0
+        self._seen: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+        self._clock = (time.time(), time.monotonic())
+        self._down = False
+        # Leases of claims whose reply was lost: they may have committed, so their jobs are
+        # put back before this worker's next claim or heartbeat (see ``_settle_claims``).
+        self._uncertain: dict[str, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r}, schema={self.schema!r})"
+
+    # -- lifetime --------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The database clock, from the offset last measured (no I/O)."""
+        db_epoch, measured_at = self._clock
+        return datetime.fromtimestamp(db_epoch + (time.monotonic() - measured_at), UTC)
+
+    async def open(self) -> None:
+        """Connect, migrate the schema, measure the clock and start listening."""
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+            check=_refuse_dead,
+            timeout=self._connect_timeout,
+            name=f"batchwork-{self.schema}",
+            reconnect_failed=self._reconnect_failed,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+            async with pool.connection() as conn:
+                await self._migrate(conn)
+                await self._measure_clock(conn)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(f"cannot open the PostgreSQL store at {self._where}: {exc}") from exc
+        self._pool = pool
+        self._changed = asyncio.Event()
+        self._listen_ready = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(), name=f"batchwork-listen-{self.schema}")
+        # Wake-ups work from the first enqueue on; without LISTEN the store still polls.
+        with suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout):
+                await self._listen_ready.wait()
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; :meth:`open` may be called again."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with suppress(asyncio.CancelledError):
+                await listener
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        self._listening = False
+
+    async def _migrate(self, conn: Conn) -> None:
+        migrations = _migrations()
+        latest = migrations[-1][0]
+        if await _scalar(conn, self._sql.has_versions()):
+            if await _scalar(conn, self._sql.current_version()) == latest:
+                return
+        async with conn.transaction():
+            await conn.execute(Sql.lock, (f"batchwork:migrate:{self.schema}",))
+            await conn.execute(self._sql.migration_prelude())
+            current = await _scalar(conn, self._sql.current_version())
+            if current > latest:
+                raise StoreError(
+                    f"schema {self.schema!r} is at version {current}, newer than this "
+                    f"batchwork knows ({latest}): upgrade batchwork"
+                )
+            for version, text in migrations:
+                if version > current:
+                    await conn.execute(self._sql.set_search_path())
+                    await conn.execute(text.encode())
+                    await conn.execute(self._sql.migration_done(), (version,))
+                    log.info("migrated schema %s to version %d", self.schema, version)
+
+    async def _measure_clock(self, conn: Conn) -> None:
+        before = time.monotonic()
+        db_epoch = await _scalar(conn, Sql.clock)
+        self._clock = (db_epoch, (before + time.monotonic()) / 2)
+
+    def _reconnect_failed(self, pool: AsyncConnectionPool[Conn]) -> None:
+        log.error("PostgreSQL at %s: the pool gave up reconnecting for now", self._where)
+
+    # -- plumbing --------------------------------------------------------------------
+    def _opened(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise StoreError(f"{self!r} is not open: await store.open() first")
+        return self._pool
+
+    async def _run(self, what: str, fn: Callable[[Conn], Awaitable[T]], *, retry: bool) -> T:
+        """Run ``fn`` on a pooled connection, mapping driver errors to StoreError.
+
+        With ``retry``, a call that failed because its connection died is run again on a
+        fresh connection (twice at most): only for calls whose repetition is harmless.
+        """
+        pool = self._opened()
+        tries = 3 if retry else 1
+        for attempt in range(tries):
+            try:
+                async with pool.connection() as conn:
+                    try:
+                        result = await fn(conn)
+                    except psycopg.OperationalError as exc:
+                        if not (conn.broken or conn.closed):
+                            raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
+                        raise
+            except PoolTimeout as exc:
+                self._gone(exc)
+                raise StoreError(
+                    f"PostgreSQL at {self._where} unavailable: no connection for {what} "
+                    f"within {self._connect_timeout:g} s ({exc})"
+                ) from exc
+            except psycopg.OperationalError as exc:
+                self._gone(exc)
+                if attempt + 1 < tries:
+                    await asyncio.sleep(0.05 * 4**attempt)
+                    continue
+                raise StoreError(f"PostgreSQL {what} failed, connection lost: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
+            if self._down:
+                self._down = False
+                log.warning("PostgreSQL at %s is reachable again", self._where)
+            return result
+        raise AssertionError("unreachable")
+
+    def _gone(self, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            log.warning(
+                "PostgreSQL at %s unreachable (%s); reconnecting, and store calls raise "
+                "StoreError until it is back",
+                self._where,
+                str(exc).strip(),
+            )
+
+    # -- wake-ups --------------------------------------------------------------------
+    def _wake(self) -> None:
+        self._generation += 1
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    connect_timeout=max(1, round(self._connect_timeout)),
+                )
+                async with conn:
+                    await conn.execute(f'LISTEN "{self.channel}"'.encode())
+                    if self._down or delay > 0.1:
+                        log.warning("PostgreSQL at %s: LISTEN re-established", self._where)
+                    self._listening = True
+                    delay = 0.1
+                    assert self._listen_ready is not None
+                    self._listen_ready.set()
+                    self._wake()  # notifications sent while we were away are lost
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.Error as exc:
+                if self._listening:
+                    log.warning(
+                        "PostgreSQL at %s: LISTEN connection lost (%s); polling every "
+                        "%g s until it is back",
+                        self._where,
+                        str(exc).strip(),
+                        self._poll_interval,
+                    )
+                self._listening = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def wait_for_work(self, at_most: float) -> None:
+        """Return when jobs were added or ended (NOTIFY), or after ``at_most`` seconds.
+
+        Each asyncio task is told about a change once: a change that happened since the
+        same task's previous call returns at once.
+        """
+        self._opened()
+        task = asyncio.current_task()
+        seen = self._seen.get(task) if task is not None else None
+        event = self._changed
+        if event is not None and (seen is None or seen == self._generation):
+            timeout = at_most if self._listening else min(at_most, self._poll_interval)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(max(timeout, 0)):
+                    await event.wait()
+        if task is not None:
+            self._seen[task] = self._generation
+
+    # -- producing -------------------------------------------------------------------
+    async def enqueue(
+        self, jobs: Sequence[NewJob], *, now: datetime, connection: Any = None
+    ) -> list[int | None]:
+        """Insert jobs in one transaction (COPY for runs of plain jobs); ids in order.
+
+        With ``connection`` (a ``psycopg.AsyncConnection``), the jobs are written in the
+        caller's transaction and exist only once the caller commits.
+
+        Example::
+
+            async with await psycopg.AsyncConnection.connect(dsn) as conn:
+                await conn.execute("INSERT INTO orders ...")
+                await store.enqueue([job], now=store.now(), connection=conn)
+            # committed: the job and the order exist together
+        """
+        if not jobs:
+            return []
+        if connection is not None:
+            return await self._enqueue_on(connection, jobs, now)
+
+        async def go(conn: Conn) -> list[int | None]:
+            if len(jobs) == 1 and is_plain(jobs[0]):
+                return [
+                    await _scalar(conn, self._sql.insert_job(), insert_row(None, jobs[0], now)[1:])
+                ]
+            async with conn.transaction():
+                return await self._insert_all(conn, jobs, now)
+
+        ids = await self._run("enqueue", go, retry=False)
+        self._wake()
+        return ids
+
+    async def _enqueue_on(
+        self, conn: Any, jobs: Sequence[NewJob], now: datetime
+    ) -> list[int | None]:
+        if not isinstance(conn, psycopg.AsyncConnection):
+            raise TypeError(
+                f"connection must be a psycopg.AsyncConnection, got {type(conn).__name__}"
+            )
+        try:
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE and not conn.autocommit:
+                # The first statement opens the caller's transaction; the caller commits.
+                return await self._insert_all(conn, jobs, now)
+            # In autocommit: one transaction of our own; in a transaction: a savepoint.
+            async with conn.transaction():
+                return await self._insert_all(conn, jobs, now)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL enqueue failed: {exc}") from exc
+
+    async def _insert_all(
+        self, conn: Conn, jobs: Sequence[NewJob], now: datetime
+    ) -> list[int | None]:
+        if len(jobs) == 1 and is_plain(jobs[0]):
+            return [await _scalar(conn, self._sql.insert_job(), insert_row(None, jobs[0], now)[1:])]
+        # Ids drawn up front, in order, so a mix of plain and checked jobs keeps the order.
+        ids: list[int] = await _scalar(conn, self._sql.next_ids(), (len(jobs),))
+        out: list[int | None] = []
+        for plain, run in groupby(zip(ids, jobs, strict=True), key=lambda p: is_plain(p[1])):
+            group = list(run)
+            if plain:
+                async with conn.cursor().copy(self._sql.copy_jobs()) as copy:
+                    await copy.write(copy_text(group, now))
+                out.extend(job_id for job_id, _ in group)
+            else:
+                for job_id, job in group:
+                    out.append(await self._insert_checked(conn, job_id, job, now))
+        return out
+
+    async def _insert_checked(
+        self, conn: Conn, job_id: int, job: NewJob, now: datetime
+    ) -> int | None:
+        """Insert a cron tick, an ended record, a keyed or an exclusive job."""
+        sql = self._sql
+        if job.type is JobType.CRON_TASK:
+            tick = await _row(conn, sql.claim_tick(), (job.name, job.scheduled_for, job_id))
+            if tick is None:
+                return None
+        if job.status.ended:
+            await conn.execute(sql.insert_ended(), insert_row(job_id, job, now, ended_at=now))
+            return job_id
+        for _ in range(5):
+            if job.unique_key is not None:
+                active = await _row(conn, sql.active_by_key(), (job.unique_key,))
+                if active is not None:
+                    return int(active[0])
+            if job.exclusive:
+                await conn.execute(Sql.lock, (f"batchwork:{self.schema}:{job.name}",))
+                active = await _row(conn, sql.active_by_name(), (job.name,))
+                if active is not None:
+                    row = insert_row(
+                        job_id,
+                        job,
+                        now,
+                        status=JobStatus.SKIPPED,
+                        conflict_id=active[0],
+                        ended_at=now,
+                    )
+                    await conn.execute(sql.insert_ended(), row)
+                    return job_id
+            if await _row(conn, sql.insert_active(), insert_row(job_id, job, now)) is not None:
+                return job_id
+            # Another transaction took the unique key and committed: look it up again.
+        raise StoreError(f"enqueue of {job.name!r}: unique key {job.unique_key!r} kept changing")
+
+    # -- working ---------------------------------------------------------------------
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        """Insert or replace the worker's row; its ``heartbeat_at`` starts the lease."""
+        params = (
+            worker.id,
+            worker.hostname,
+            worker.pid,
+            None if worker.tags is None else list(worker.tags),
+            worker.concurrency,
+            worker.lease_timeout,
+            worker.started_at,
+            worker.heartbeat_at,
+        )
+
+        async def go(conn: Conn) -> None:
+            await conn.execute(self._sql.register_worker(), params)
+
+        await self._run("register_worker", go, retry=True)
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Delete the worker's row (graceful shutdown)."""
+
+        async def go(conn: Conn) -> None:
+            await self._settle_claims(conn, worker_id)
+            await conn.execute(self._sql.unregister_worker(), (worker_id,))
+
+        await self._run("unregister_worker", go, retry=True)
+
+    async def _settle_claims(self, conn: Conn, worker_id: str) -> None:
+        uncertain = self._uncertain.get(worker_id)
+        if uncertain:
+            params = {"worker": worker_id, "leases": list(uncertain), "now": self.now()}
+            await conn.execute(self._sql.release_uncertain(), params)
+            uncertain.clear()
+
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        tags: Sequence[str] | None,
+        limit: int,
+        now: datetime,
+    ) -> list[Claimed]:
+        """Take up to ``limit`` due jobs in one statement (``FOR UPDATE SKIP LOCKED``)."""
+        if limit < 1:
+            return []
+        sql = self._sql.claim(tagged=tags is not None)
+        uncertain = self._uncertain.setdefault(worker_id, set())
+
+        async def go(conn: Conn) -> tuple[str, list[Any]]:
+            await self._settle_claims(conn, worker_id)
+            lease = uuid.uuid4().hex
+            params = {"now": now, "limit": limit, "worker": worker_id, "lease": lease}
+            if tags is not None:
+                params["tags"] = list(tags)
+            uncertain.add(lease)
+            rows = await (await conn.execute(sql, params)).fetchall()
+            uncertain.discard(lease)
+            return lease, rows
+
+        lease, rows = await self._run("claim", go, retry=True)
+        jobs = sorted(
+            (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.scheduled_for, j.id)
+        )
+        return [Claimed(job, lease) for job in jobs]
+
+    async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write outcomes in one statement; fenced by worker and lease; returns ids written.
+
+        Repeating a call whose reply was lost is harmless: outcomes it already wrote are
+        recognised by their lease and reported as written.
+        """
+        if not outcomes:
+            return set()
+        params = {
+            "worker": worker_id,
+            "ids": [o.job_id for o in outcomes],
+            "leases": [o.lease for o in outcomes],
+            "statuses": [JobStatus(o.status).value for o in outcomes],
+            "ended": [o.ended_at for o in outcomes],
+            "durations": [o.duration for o in outcomes],
+            "results": [o.result_json for o in outcomes],
+            "errors": [o.error for o in outcomes],
+            "retry": [o.retry_at for o in outcomes],
+            "hooks": [o.run_exit_hook for o in outcomes],
+        }
+        sql = self._sql.complete(durable=self._durable)
+
+        async def go(conn: Conn) -> set[int]:
+            return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}
+
+        return await self._run("complete", go, retry=True)
+
+    async def release(self, worker_id: str, leases: Sequence[tuple[int, str]]) -> None:
+        """Put claimed, never started jobs back as they were before the claim."""
+        if not leases:
+            return
+        params = {
+            "worker": worker_id,
+            "ids": [job_id for job_id, _ in leases],
+            "leases": [lease for _, lease in leases],
+            "now": self.now(),
+        }
+
+        async def go(conn: Conn) -> None:
+            await conn.execute(self._sql.release(), params)
+
+        await self._run("release", go, retry=True)
+
+    async def heartbeat(
+        self, worker_id: str, *, now: datetime, running: Sequence[int]
+    ) -> Heartbeat:
+        """Renew the lease, report requested cancellations and re-measure the clock."""
+        params = {"worker": worker_id, "now": now, "running": list(running)}
+
+        async def go(conn: Conn) -> tuple[Any, float]:
+            await self._settle_claims(conn, worker_id)
+            before = time.monotonic()
+            row = await (await conn.execute(self._sql.heartbeat(), params)).fetchone()
+            return row, (before + time.monotonic()) / 2
+
+        row, measured_at = await self._run("heartbeat", go, retry=True)
+        alive, cancel_ids, db_epoch, _ = row
+        self._clock = (db_epoch, measured_at)
+        return Heartbeat(alive=alive > 0, cancel_ids=tuple(cancel_ids))
+
+    async def recover(self, *, now: datetime) -> Recovery:
+        """Delete workers whose lease expired and recover their running jobs and hooks."""
+        sql = self._sql
+
+        async def go(conn: Conn) -> Recovery:
+            async with conn.transaction():
+                cur = await conn.execute(sql.dead_workers(), {"now": now})
+                dead = [r[0] for r in await cur.fetchall()]
+                if not dead:
+                    return Recovery()
+                params = {"now": now, "dead": dead}
+                resumed = await (await conn.execute(sql.resume_crashed(), params)).fetchall()
+                crashed = await (await conn.execute(sql.end_crashed(), params)).fetchall()
+                await conn.execute(sql.free_exit_hooks(), params)
+                if resumed:
+                    await conn.execute(sql.notify())
+            for name in dead:
+                self._uncertain.pop(name, None)
+            return Recovery(
+                crashed=tuple(job_from_row(r) for r in crashed),
+                resumed=tuple(sorted(r[0] for r in resumed)),
+                dead_workers=tuple(sorted(dead)),
+            )
+
+        return await self._run("recover", go, retry=True)
+
+    async def claim_exit_hooks(
+        self, worker_id: str, *, names: Sequence[str], limit: int
+    ) -> list[Job]:
+        """Take up to ``limit`` due ``on_exit`` hooks of these job names."""
+        if not names or limit < 1:
+            return []
+        params = {"worker": worker_id, "names": list(names), "limit": limit}
+
+        async def go(conn: Conn) -> list[Job]:
+            rows = await (await conn.execute(self._sql.claim_exit_hooks(), params)).fetchall()
+            return [job_from_row(r) for r in rows]
+
+        return await self._run("claim_exit_hooks", go, retry=False)
+
+    async def finish_exit_hooks(self, worker_id: str, job_ids: Sequence[int]) -> None:
+        """Mark hooks taken by this worker as done."""
+        if not job_ids:
+            return
+
+        async def go(conn: Conn) -> None:
+            await conn.execute(self._sql.finish_exit_hooks(), (list(job_ids), worker_id))
+
+        await self._run("finish_exit_hooks", go, retry=True)
+
+    # -- crons -----------------------------------------------------------------------
+    async def reconcile_crons(self, specs: Sequence[CronSpec], *, now: datetime) -> None:
+        """Make the stored crons match ``specs`` (serialised by an advisory lock)."""
+        sql = self._sql
+
+        async def go(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute(Sql.lock, (f"batchwork:{self.schema}:crons",))
+                rows = await (await conn.execute(sql.cron_states())).fetchall()
+                stored = {r[0]: (r[1], r[2]) for r in rows}
+                wanted = {spec.name for spec in specs}
+                dropped = [name for name in stored if name not in wanted]
+                for spec in specs:
+                    old = stored.get(spec.name)
+                    if old is None:
+                        await conn.execute(
+                            sql.insert_cron(),
+                            (spec.name, spec.expression, spec.timezone, now, now, now),
+                        )
+                    elif old != (spec.expression, spec.timezone):
+                        await conn.execute(
+                            sql.update_cron(),
+                            (spec.expression, spec.timezone, now, now, spec.name),
+                        )
+                        dropped.append(spec.name)
+                if dropped:
+                    gone = [name for name in dropped if name not in wanted]
+                    await conn.execute(sql.delete_crons(), (gone,))
+                    await conn.execute(sql.drop_pending_ticks(), (dropped,))
+
+        await self._run("reconcile_crons", go, retry=True)
+
+    async def cron_states(self) -> list[CronState]:
+        """Every stored cron, by name."""
+
+        async def go(conn: Conn) -> list[CronState]:
+            rows = await (await conn.execute(self._sql.cron_states())).fetchall()
+            return [cron_from_row(r) for r in rows]
+
+        return await self._run("cron_states", go, retry=True)
+
+    async def fire_cron_ticks(
+        self, name: str, ticks: Sequence[NewJob], *, watermark: datetime, now: datetime
+    ) -> list[int | None]:
+        """Insert tick records (a tick already fired gives ``None``) and raise the
+        watermark, in one transaction."""
+
+        async def go(conn: Conn) -> list[int | None]:
+            async with conn.transaction():
+                ids = await self._insert_all(conn, ticks, now) if ticks else []
+                await conn.execute(self._sql.raise_watermark(), (watermark, now, name))
+            return ids
+
+        ids = await self._run("fire_cron_ticks", go, retry=True)
+        self._wake()
+        return ids
+
+    # -- querying and control --------------------------------------------------------
+    async def get(self, job_id: int) -> Job:
+        """One job, active or ended; :class:`JobNotFound` for an unknown id."""
+
+        async def go(conn: Conn) -> Any:
+            return await (await conn.execute(self._sql.get(), {"id": job_id})).fetchone()
+
+        row = await self._run("get", go, retry=True)
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        name: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first (by id), filtered, from both tables."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        where = []
+        if status is not None:
+            params["status"] = JobStatus(status).value
+            where.append("status = %(status)s")
+        if name is not None:
+            params["name"] = name
+            where.append("name = %(name)s")
+        if tag is not None:
+            params["tag"] = tag
+            where.append("tag = %(tag)s")
+        sql = self._sql.list_jobs("WHERE " + " AND ".join(where) if where else "")
+
+        async def go(conn: Conn) -> list[Job]:
+            return [job_from_row(r) for r in await (await conn.execute(sql, params)).fetchall()]
+
+        return await self._run("list_jobs", go, retry=True)
+
+    async def cancel(self, job_id: int, *, now: datetime) -> CancelResult:
+        """Cancel a pending/paused job now, or flag a running one for its worker."""
+        sql = self._sql
+
+        async def go(conn: Conn) -> CancelResult:
+            async with conn.transaction():
+                row = await _row(conn, sql.lock_active(), (job_id,))
+                if row is not None:
+                    if row[0] == JobStatus.RUNNING:
+                        await conn.execute(sql.request_cancel(), {"id": job_id, "now": now})
+                        return CancelResult.REQUESTED
+                    await conn.execute(sql.cancel_now(), {"id": job_id, "now": now})
+                    return CancelResult.CANCELLED
+                if await _row(conn, sql.ended_status(), (job_id,)) is not None:
+                    return CancelResult.ALREADY_ENDED
+                raise JobNotFound(job_id)
+
+        return await self._run("cancel", go, retry=False)
+
+    async def retry(self, job_id: int, *, now: datetime) -> bool:
+        """Put an ended job back to pending, due ``now``; ``False`` if it has not ended."""
+        sql = self._sql
+
+        async def go(conn: Conn) -> bool:
+            async with conn.transaction():
+                if await _row(conn, sql.retry(), {"id": job_id, "now": now}) is not None:
+                    return True
+                if await _row(conn, sql.exists_active(), (job_id,)) is not None:
+                    return False
+                raise JobNotFound(job_id)
+
+        revived = await self._run("retry", go, retry=False)
+        if revived:
+            self._wake()
+        return revived
+
+    async def counts(self) -> dict[tuple[str, JobStatus], int]:
+        """Number of jobs per ``(name, status)``, active and ended."""
+
+        async def go(conn: Conn) -> dict[tuple[str, JobStatus], int]:
+            rows = await (await conn.execute(self._sql.counts())).fetchall()
+            return {(r[0], JobStatus(r[1])): r[2] for r in rows}
+
+        return await self._run("counts", go, retry=True)
+
+    async def timeline(self, *, since: datetime, bucket: float) -> list[TimelinePoint]:
+        """Ended jobs per bucket of ``bucket`` seconds since ``since``, oldest first."""
+        if bucket <= 0:
+            raise ValueError(f"bucket must be > 0 seconds, got {bucket!r}")
+        params = {"since": since, "bucket": float(bucket)}
+
+        async def go(conn: Conn) -> list[Any]:
+            return await (await conn.execute(self._sql.timeline(), params)).fetchall()
+
+        rows = await self._run("timeline", go, retry=True)
+        start = utc(since)
+        return [
+            TimelinePoint(start + timedelta(seconds=b * bucket), finished, failed, pickup)
+            for b, finished, failed, pickup in rows
+        ]
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Registered workers with the ids of the jobs each is running."""
+
+        async def go(conn: Conn) -> list[WorkerInfo]:
+            rows = await (await conn.execute(self._sql.workers())).fetchall()
+            return [worker_from_row(r) for r in rows]
+
+        return await self._run("workers", go, retry=True)
+
+    async def purge(self, *, ended_before: datetime) -> int:
+        """Delete jobs that ended before ``ended_before``; returns how many."""
+
+        async def go(conn: Conn) -> int:
+            return int(await _scalar(conn, self._sql.purge(), {"before": ended_before}))
+
+        return await self._run("purge", go, retry=False)
+
+
+async def _row(conn: Conn, sql: bytes, params: Any = None) -> Any:
+    return await (await conn.execute(sql, params)).fetchone()
+
+
+async def _scalar(conn: Conn, sql: bytes, params: Any = None) -> Any:
+    row = await _row(conn, sql, params)
+    if row is None:
+        raise StoreError("PostgreSQL returned no row where one was expected")
+    return row[0]
