@@ -56,6 +56,8 @@ def local(tz: str, y: int, m: int, d: int, hh: int, mm: int, *, fold: int = 0) -
         ("0 0 * * mon#2", "0 0 * * MON#2"),
         ("0 0 1 jan,jul *", "0 0 1 JAN,JUL *"),
         ("0 0 * * 7", "0 0 * * 7"),
+        ("5-5/2,7 * * * *", "5,7 * * * *"),  # a one-value range with a step is that value
+        ("* * * * 0-0/1", "* * * * 0"),
     ],
 )
 def test_normalize_accepts(given: str, canonical: str) -> None:

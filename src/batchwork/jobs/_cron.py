@@ -135,7 +135,17 @@ def _normalize_field(expression: str, name: str, value: str) -> str:
         if name not in ("day-of-month", "day-of-week"):
             raise InvalidCron(expression, f"'?' is only allowed in the day fields, not {name}")
         return "*"
-    return value
+    return ",".join(_single_range(term) for term in value.split(","))
+
+
+def _single_range(term: str) -> str:
+    # cronsim reads a one-value range with a step ("0-0/1") like "0/1", i.e. from 0 to the
+    # field's end; every other cron reads it as that one value.
+    span, slash, step = term.partition("/")
+    low, dash, high = span.partition("-")
+    if slash and dash and low == high and step.isdigit() and int(step) > 0:
+        return low
+    return term
 
 
 def _bad_field(name: str, value: str) -> str:
