@@ -75,26 +75,20 @@ class _RichBar:
         self._bar = RichProgress(
             TextColumn("[bold]tasks"),
             BarColumn(),
-            TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[eta]}"),
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=console,
-            transient=False,
         )
-        self._task = self._bar.add_task("tasks", total=None, rate="", eta="")
+        self._task = self._bar.add_task("tasks", total=None, counts="")
         self._bar.start()
 
     def update(self, progress: Progress) -> None:
-        eta = "" if progress.eta is None else f"eta {progress.eta:.0f}s"
-        failed = f", {progress.failed} failed" if progress.failed else ""
-        self._bar.update(
-            self._task,
-            total=progress.total,
-            completed=progress.done,
-            rate=f"{progress.rate:.1f}/s{failed}",
-            eta=eta,
-        )
+        counts = f"{progress.done}/{progress.total} {progress.rate:.1f}/s"
+        if progress.failed:
+            counts += f" {progress.failed} failed"
+        if progress.eta is not None:
+            counts += f" eta {progress.eta:.0f}s"
+        self._bar.update(self._task, total=progress.total, completed=progress.done, counts=counts)
 
     def close(self) -> None:
         self._bar.stop()
