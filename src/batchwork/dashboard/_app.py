@@ -17,10 +17,11 @@ Security model, in one place:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,6 +107,7 @@ class Dashboard:
         self.env.filters.update(when=when, span=span, pretty=_pretty)
         page, api, act = self._page, self._api, self._action
         self.app = Starlette(
+            lifespan=self._lifespan,
             routes=[
                 Route("/", page(self.overview), name="overview"),
                 Route("/jobs", page(self.jobs_page), name="jobs"),
@@ -137,6 +139,13 @@ class Dashboard:
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
             ],
         )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # Run standalone (``batchwork dashboard``), the app owns this loop's store
+        # connections; mounted in another app, this never runs and the host app decides.
+        yield
+        await self.processor.close()
 
     # -- guards ------------------------------------------------------------------------
     def _check_host(self, request: Request) -> None:

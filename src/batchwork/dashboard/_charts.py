@@ -131,7 +131,7 @@ def throughput_chart(
 
         chart = throughput_chart(fill_buckets(points, since=a, until=b, bucket=10), bucket=10)
     """
-    plot_w = width - left - 8
+    plot_w = width - left - 28  # room for the last time label
     plot_h = height - bottom - 8
     top = max((b.finished + b.failed for b in buckets), default=0)
     y_max = nice_ceiling(top)
