@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from batchwork.dashboard import create_app
 from batchwork.jobs import JobProcessor
@@ -99,7 +99,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn stopped"
+        assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     yield Live(f"http://127.0.0.1:{port}", url, db, seeded)
     server.should_exit = True
@@ -122,7 +123,12 @@ def page(browser: Browser) -> Iterator[Page]:
     p = context.new_page()
     p.set_default_timeout(10_000)
     dialogs: list[str] = []
-    p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    p.on("dialog", on_dialog)
     yield p
     context.close()
     assert dialogs == [], f"a page opened dialogs: {dialogs}"
