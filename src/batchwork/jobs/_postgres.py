@@ -46,6 +46,8 @@ from ._model import (
     WorkerInfo,
 )
 from ._postgres_rows import (
+    check_new_job,
+    check_outcome,
     copy_text,
     cron_from_row,
     insert_row,
@@ -60,6 +62,7 @@ from ._postgres_sql import Sql, channel_for, check_schema
 log = logging.getLogger("batchwork.postgres")
 
 T = TypeVar("T")
+PURGE_CHUNK = 10_000
 Conn = psycopg.AsyncConnection[Any]
 
 
@@ -227,9 +230,11 @@ class PostgresStore:
     async def _migrate(self, conn: Conn) -> None:
         migrations = _migrations()
         latest = migrations[-1][0]
-        if await _scalar(conn, self._sql.has_versions()):
-            if await _scalar(conn, self._sql.current_version()) == latest:
-                return
+        if (
+            await _scalar(conn, self._sql.has_versions())
+            and await _scalar(conn, self._sql.current_version()) == latest
+        ):
+            return
         async with conn.transaction():
             await conn.execute(Sql.lock, (f"batchwork:migrate:{self.schema}",))
             await conn.execute(self._sql.migration_prelude())
@@ -383,6 +388,8 @@ class PostgresStore:
         """
         if not jobs:
             return []
+        for job in jobs:
+            check_new_job(job)
         if connection is not None:
             return await self._enqueue_on(connection, jobs, now)
 
@@ -501,9 +508,10 @@ class PostgresStore:
     async def _settle_claims(self, conn: Conn, worker_id: str) -> None:
         uncertain = self._uncertain.get(worker_id)
         if uncertain:
-            params = {"worker": worker_id, "leases": list(uncertain), "now": self.now()}
+            leases = list(uncertain)
+            params = {"worker": worker_id, "leases": leases, "now": self.now()}
             await conn.execute(self._sql.release_uncertain(), params)
-            uncertain.clear()
+            uncertain.difference_update(leases)
 
     async def claim(
         self,
@@ -525,9 +533,11 @@ class PostgresStore:
             params = {"now": now, "limit": limit, "worker": worker_id, "lease": lease}
             if tags is not None:
                 params["tags"] = list(tags)
-            uncertain.add(lease)
-            rows = await (await conn.execute(sql, params)).fetchall()
-            uncertain.discard(lease)
+            try:
+                rows = await (await conn.execute(sql, params)).fetchall()
+            except BaseException:
+                uncertain.add(lease)
+                raise
             return lease, rows
 
         lease, rows = await self._run("claim", go, retry=True)
@@ -535,6 +545,24 @@ class PostgresStore:
             (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.scheduled_for, j.id)
         )
         return [Claimed(job, lease) for job in jobs]
+
+    async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
+        """Take this one pending or paused job, due or not (inline ``processor.run``)."""
+        sql = self._sql.claim_job()
+        uncertain = self._uncertain.setdefault(worker_id, set())
+
+        async def go(conn: Conn) -> Claimed | None:
+            await self._settle_claims(conn, worker_id)
+            lease = uuid.uuid4().hex
+            params = {"now": now, "id": job_id, "worker": worker_id, "lease": lease}
+            try:
+                row = await _row(conn, sql, params)
+            except BaseException:
+                uncertain.add(lease)
+                raise
+            return None if row is None else Claimed(job_from_row(row), lease)
+
+        return await self._run("claim_job", go, retry=True)
 
     async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; fenced by worker and lease; returns ids written.
@@ -544,6 +572,8 @@ class PostgresStore:
         """
         if not outcomes:
             return set()
+        for outcome in outcomes:
+            check_outcome(outcome)
         params = {
             "worker": worker_id,
             "ids": [o.job_id for o in outcomes],
@@ -692,6 +722,8 @@ class PostgresStore:
     ) -> list[int | None]:
         """Insert tick records (a tick already fired gives ``None``) and raise the
         watermark, in one transaction."""
+        for tick in ticks:
+            check_new_job(tick)
 
         async def go(conn: Conn) -> list[int | None]:
             async with conn.transaction():
@@ -816,10 +848,18 @@ class PostgresStore:
     async def purge(self, *, ended_before: datetime) -> int:
         """Delete jobs that ended before ``ended_before``; returns how many."""
 
-        async def go(conn: Conn) -> int:
-            return int(await _scalar(conn, self._sql.purge(), {"before": ended_before}))
+        # Short transactions: a purge of millions of rows must not hold one long one.
+        params = {"before": ended_before, "chunk": PURGE_CHUNK}
 
-        return await self._run("purge", go, retry=False)
+        async def go(conn: Conn) -> int:
+            return int(await _scalar(conn, self._sql.purge(), params))
+
+        total = 0
+        while True:
+            deleted = await self._run("purge", go, retry=False)
+            total += deleted
+            if deleted < PURGE_CHUNK:
+                return total
 
 
 async def _row(conn: Conn, sql: bytes, params: Any = None) -> Any:

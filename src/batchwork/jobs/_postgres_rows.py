@@ -11,7 +11,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._model import CronState, Job, JobStatus, JobType, NewJob, WorkerInfo, load_json
+from ._model import (
+    ALLOWED_TRANSITIONS,
+    CronState,
+    Job,
+    JobStatus,
+    JobType,
+    NewJob,
+    Outcome,
+    WorkerInfo,
+    load_json,
+)
+
+_INSERTABLE = frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.MISSED})
 
 
 def utc(value: datetime) -> datetime:
@@ -70,6 +82,27 @@ def worker_from_row(r: Sequence[Any]) -> WorkerInfo:
 def cron_from_row(r: Sequence[Any]) -> CronState:
     """A :class:`CronState` from a row of ``Sql.cron_states``."""
     return CronState(r[0], r[1], r[2], utc(r[3]), utc(r[4]), utc(r[5]))
+
+
+def check_new_job(job: NewJob) -> None:
+    """``ValueError`` for a job no enqueue may create (same rule as the SQLite store)."""
+    if job.status not in _INSERTABLE:
+        raise ValueError(f"a new job cannot start {job.status}: use pending")
+    _check_aware(job.scheduled_for)
+
+
+def check_outcome(outcome: Outcome) -> None:
+    """``ValueError`` for an outcome no run may end with (same rule as the SQLite store)."""
+    if outcome.status not in ALLOWED_TRANSITIONS[JobStatus.RUNNING]:
+        raise ValueError(f"a run cannot end {outcome.status}")
+    if outcome.status is JobStatus.PENDING and outcome.retry_at is None:
+        raise ValueError(f"a retry of job {outcome.job_id} needs retry_at")
+    _check_aware(outcome.ended_at)
+
+
+def _check_aware(at: datetime) -> None:
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: batchwork stores need aware datetimes")
 
 
 def is_plain(job: NewJob) -> bool:

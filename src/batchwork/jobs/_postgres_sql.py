@@ -243,22 +243,34 @@ class Sql:
 
     def heartbeat(self) -> bytes:
         return self.q(
-            f"WITH w AS (UPDATE {self.s}.workers SET heartbeat_at = %(now)s "
+            f"WITH w AS (UPDATE {self.s}.workers "
+            "SET heartbeat_at = greatest(heartbeat_at, %(now)s) "
             "WHERE id = %(worker)s RETURNING id) "
             "SELECT (SELECT count(*) FROM w), "
             f"array(SELECT id FROM {self.jobs} WHERE id = ANY(%(running)s::bigint[]) "
-            "AND worker_id = %(worker)s AND cancel_requested ORDER BY id), "
+            "AND worker_id = %(worker)s AND status = 'running' AND cancel_requested ORDER BY id), "
             f"extract(epoch FROM clock_timestamp())::float8, {ASYNC_COMMIT}"
         )
 
     # -- claims ------------------------------------------------------------------------
     def claim(self, *, tagged: bool) -> bytes:
         tags = "AND (tag IS NULL OR tag = ANY(%(tags)s::text[])) " if tagged else ""
-        return self.q(
-            f"WITH picked AS (SELECT id FROM {self.jobs} "
+        return self._claim(
+            f"SELECT id FROM {self.jobs} "
             "WHERE status IN ('pending', 'paused') AND scheduled_for <= %(now)s "
             f"{tags}ORDER BY priority DESC, scheduled_for, id "
-            "LIMIT %(limit)s FOR UPDATE SKIP LOCKED), "
+            "LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+        )
+
+    def claim_job(self) -> bytes:
+        return self._claim(
+            f"SELECT id FROM {self.jobs} WHERE id = %(id)s "
+            "AND status IN ('pending', 'paused') FOR UPDATE"
+        )
+
+    def _claim(self, picked: str) -> bytes:
+        return self.q(
+            f"WITH picked AS ({picked}), "
             f"claimed AS (UPDATE {self.jobs} j SET status = 'running', "
             "prev_status = j.status, prev_started_at = j.started_at, "
             "worker_id = %(worker)s, lease = %(lease)s, attempts = j.attempts + 1, "
@@ -314,7 +326,8 @@ class Sql:
             f"WITH o AS (SELECT * FROM {_OUTCOME}), "
             f"again AS (UPDATE {self.jobs} j SET status = o.status, "
             "scheduled_for = coalesce(o.retry_at, j.scheduled_for), "
-            "error = coalesce(o.error, j.error), duration = o.duration, "
+            "error = CASE WHEN o.status = 'pending' THEN o.error ELSE j.error END, "
+            "duration = o.duration, "
             "updated_at = o.ended_at, worker_id = NULL, lease = NULL, last_lease = o.lease "
             f"FROM o WHERE {fence} AND o.status IN ('pending', 'paused') RETURNING j.id), "
             f"ended AS (DELETE FROM {self.jobs} j USING o WHERE {fence} "
@@ -326,9 +339,10 @@ class Sql:
             f"SELECT {moved} FROM ended m RETURNING id), "
             # outcomes written by an earlier try of this very call, whose reply was lost
             f"done AS (SELECT h.id FROM {self.history} h JOIN o ON h.id = o.id "
-            "AND h.last_lease = o.lease WHERE h.worker_id = %(worker)s "
-            f"UNION ALL SELECT j.id FROM {self.jobs} j JOIN o ON j.id = o.id "
-            "AND j.last_lease = o.lease WHERE j.status IN ('pending', 'paused')) "
+            "AND h.last_lease = o.lease AND h.status = o.status AND h.ended_at = o.ended_at "
+            f"WHERE h.worker_id = %(worker)s UNION ALL SELECT j.id FROM {self.jobs} j "
+            "JOIN o ON j.id = o.id AND j.last_lease = o.lease AND j.status = o.status "
+            "AND j.updated_at = o.ended_at) "
             f"SELECT id{commit} FROM again UNION ALL SELECT id{commit} FROM moved "
             f"UNION ALL SELECT id{commit} FROM done"
         )
@@ -355,8 +369,10 @@ class Sql:
         moved = _moved(
             {
                 "status": "'crashed'",
-                "error": "'crashed: worker ' || m.worker_id || ' stopped heartbeating "
-                "and its lease expired'",
+                "crashes": "m.crashes + 1",
+                "error": "'crashed: worker ' || m.worker_id || ' stopped heartbeating' || "
+                "CASE WHEN m.resumable THEN ' (crashed ' || (m.crashes + 1) || ' times, the "
+                "limit is ' || m.max_crashes || ')' ELSE '' END",
                 "ended_at": "%(now)s",
                 "updated_at": "%(now)s",
                 "duration": "extract(epoch FROM %(now)s - coalesce(m.claimed_at, %(now)s))",
@@ -455,8 +471,9 @@ class Sql:
             "SELECT floor(extract(epoch FROM ended_at - %(since)s) / %(bucket)s)::bigint AS b, "
             "count(*) FILTER (WHERE status = 'finished'), "
             "count(*) FILTER (WHERE status IN ('errored', 'timed_out', 'crashed')), "
-            "avg(extract(epoch FROM coalesce(claimed_at, started_at) - scheduled_for)::float8) "
-            f"FROM {self.history} WHERE ended_at >= %(since)s GROUP BY b ORDER BY b"
+            "avg(extract(epoch FROM claimed_at - scheduled_for)::float8) "
+            f"FROM {self.history} WHERE ended_at >= %(since)s "
+            "AND status IN ('finished', 'errored', 'timed_out', 'crashed') GROUP BY b ORDER BY b"
         )
 
     def lock_active(self) -> bytes:
@@ -497,6 +514,9 @@ class Sql:
                 "worker_id": "NULL",
                 "lease": "NULL",
                 "cancel_requested": "false",
+                "result": "NULL",
+                "conflict_id": "NULL",
+                "crashes": "0",
                 "exit_hook": "NULL",
                 "exit_worker_id": "NULL",
                 # the key may belong to a newer active job by now; that one keeps it
@@ -515,7 +535,8 @@ class Sql:
 
     def purge(self) -> bytes:
         return self.q(
-            f"WITH d AS (DELETE FROM {self.history} WHERE ended_at < %(before)s RETURNING id), "
+            f"WITH d AS (DELETE FROM {self.history} WHERE id IN (SELECT id FROM {self.history} "
+            "WHERE ended_at < %(before)s LIMIT %(chunk)s) RETURNING id), "
             f"t AS (DELETE FROM {self.s}.cron_ticks WHERE tick < %(before)s) "
             "SELECT count(*) FROM d"
         )
