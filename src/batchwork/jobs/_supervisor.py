@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import IO, Any
 
 __all__ = ["ChildEvent", "Supervisor", "restart_delay"]
 
@@ -72,11 +73,12 @@ class Supervisor:
     """Keep ``processes`` copies of a command running; restart any that exits.
 
     ``argv`` is the child command (each child gets ``BATCHWORK_WORKER_SLOT`` in its
-    environment). A child exiting while the supervisor runs is restarted after
-    :func:`restart_delay`; a child that ran longer than ``stable_after`` seconds resets
-    its backoff. :meth:`stop` (or SIGINT/SIGTERM while :meth:`run` blocks in the main
-    thread) sends SIGTERM to every child, so each shuts down gracefully, and SIGKILLs those
-    still alive after ``stop_timeout`` seconds.
+    environment; ``output``, when given, receives its stdout and stderr). A child
+    exiting while the supervisor runs is restarted after :func:`restart_delay`; a child
+    that ran longer than ``stable_after`` seconds resets its backoff. :meth:`stop` (or
+    SIGINT/SIGTERM while :meth:`run` blocks in the main thread) sends SIGTERM to every
+    child, so each shuts down gracefully, and SIGKILLs those still alive after
+    ``stop_timeout`` seconds.
 
     Example::
 
@@ -100,6 +102,7 @@ class Supervisor:
         stop_timeout: float = 60.0,
         poll_interval: float = 0.1,
         on_event: Callable[[ChildEvent], None] | None = None,
+        output: IO[Any] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError(f"processes must be >= 1, got {processes!r}")
@@ -112,6 +115,7 @@ class Supervisor:
         self._stop_timeout = stop_timeout
         self._poll = poll_interval
         self._on_event = on_event
+        self._output = output
         self._slots = [_Slot(i) for i in range(processes)]
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -191,7 +195,13 @@ class Supervisor:
 
     def _spawn(self, slot: _Slot) -> None:
         env = {**self._env, "BATCHWORK_WORKER_SLOT": str(slot.index)}
-        slot.process = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
+        slot.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdout=self._output,
+            stderr=self._output,
+            preexec_fn=_die_with_parent,
+        )
         slot.started_at = time.monotonic()
         slot.restart_at = None
         self._emit(ChildEvent("started", slot.index, slot.process.pid))
