@@ -383,9 +383,8 @@ def summary_table(pipeline: PipelineResult, jobs: JobsResult, total: float) -> T
     for status, count in sorted(jobs.by_status.items(), key=lambda kv: -kv[1]):
         table.add_row("", f"  {status}", f"{count}")
     drained = jobs.by_status.get("finished", 0) + jobs.by_status.get("errored", 0)
-    table.add_row(
-        "", "jobs/s (2 processes x 4 slots)", f"{drained / jobs.seconds:.1f}" if jobs.seconds else "-"
-    )
+    per_second = f"{drained / jobs.seconds:.1f}" if jobs.seconds else "-"
+    table.add_row("", "jobs/s (2 processes x 4 slots)", per_second)
     pickup = f"{jobs.mean_pickup * 1000:.0f} ms" if jobs.mean_pickup is not None else "-"
     table.add_row("", "mean wait, due to start (queueing)", pickup)
     table.add_row("cron", f"{CRON} (every 2 s) runs", f"{jobs.cron_ticks}")
