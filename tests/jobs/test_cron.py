@@ -366,3 +366,13 @@ def test_plan_across_the_paris_fall_back_runs_the_repeated_time_once() -> None:
     plan = plan_ticks("30 2 * * *", "Europe/Paris", watermark, utc(2026, 10, 25, 3), None)
     assert plan.run == (utc(2026, 10, 25, 0, 30),)
     assert plan.missed == ()
+
+
+def test_docs_examples_run() -> None:
+    import doctest
+    from pathlib import Path
+
+    docs = Path(__file__).parents[2] / "docs" / "crons.md"
+    result = doctest.testfile(str(docs), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2
+    assert result.failed == 0
