@@ -267,6 +267,7 @@ class TaskRunner:
 
     # -- pushing -------------------------------------------------------------------------
 
+    # A task skipped by its policy has the result ``Skipped``: the "skip" overloads say so.
     @overload
     def push(
         self,
@@ -274,7 +275,31 @@ class TaskRunner:
         /,
         *args: Any,
         needs: Need | Iterable[Need] = (),
-        on_needs_failed: NeedsFailedPolicy = "fail",
+        on_needs_failed: Literal["skip"],
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[R | SkippedType]: ...
+
+    @overload
+    def push(
+        self,
+        fn: Callable[..., R],
+        /,
+        *args: Any,
+        needs: Need | Iterable[Need] = (),
+        on_needs_failed: Literal["skip"],
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[R | SkippedType]: ...
+
+    @overload
+    def push(
+        self,
+        fn: Callable[..., Awaitable[R]],
+        /,
+        *args: Any,
+        needs: Need | Iterable[Need] = (),
+        on_needs_failed: Literal["fail"] | Callable[[BaseException], Any] = "fail",
         name: str | None = None,
         **kwargs: Any,
     ) -> TaskHandle[R]: ...
@@ -286,7 +311,7 @@ class TaskRunner:
         /,
         *args: Any,
         needs: Need | Iterable[Need] = (),
-        on_needs_failed: NeedsFailedPolicy = "fail",
+        on_needs_failed: Literal["fail"] | Callable[[BaseException], Any] = "fail",
         name: str | None = None,
         **kwargs: Any,
     ) -> TaskHandle[R]: ...
