@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from batchwork._retry import backoff_delay
 from batchwork.errors import PayloadError
 
 from ._model import JobStatus, dump_json
@@ -66,9 +67,10 @@ def retry_delay(attempt: int, backoff: float, *, rng: random.Random | None = Non
     """
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
-    nominal = min(MAX_RETRY_DELAY, backoff * 2.0 ** min(attempt - 1, 64))
-    source = rng if rng is not None else random
-    return nominal * (0.5 + source.random() / 2.0)
+    # The same math as the micro-batching core's Retry: one rule for the whole library.
+    return backoff_delay(
+        attempt, backoff=backoff, max_backoff=MAX_RETRY_DELAY, jitter=True, rng=rng
+    )
 
 
 def format_error(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, overload
 
 from batchwork.errors import JobFailed
 
@@ -33,9 +33,6 @@ from ._worker import Worker
 if TYPE_CHECKING:
     from ._sync_api import SyncJobProcessor
 
-P = ParamSpec("P")
-F = TypeVar("F", bound=Callable[..., Any])
-
 _RESULT_POLL_MAX = 0.25
 
 
@@ -54,7 +51,7 @@ class JobStats:
     by_name: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
-class RegisteredJob(Generic[P]):
+class RegisteredJob:
     """What ``@processor.job`` returns: the handler, plus ``.enqueue`` and ``.on_exit``.
 
     Calling it calls the handler itself (handy in unit tests).
@@ -67,13 +64,13 @@ class RegisteredJob(Generic[P]):
         job_id = await send.enqueue({"to": "a@example.org"}, priority=5)
     """
 
-    def __init__(self, processor: JobProcessor, name: str, handler: Callable[P, Any]) -> None:
+    def __init__(self, processor: JobProcessor, name: str, handler: JobHandler) -> None:
         self.processor = processor
         self.name = name
         self.handler = handler
         functools.update_wrapper(self, handler)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.handler(*args, **kwargs)
 
     @property
@@ -196,9 +193,13 @@ class JobProcessor:
         self._sync: SyncJobProcessor | None = None
 
     # -- registration --------------------------------------------------------------
+    @overload
+    def job(self, name: JobHandler, /) -> RegisteredJob: ...
+
+    @overload
     def job(
         self,
-        name: str | Callable[..., Any] | None = None,
+        name: str | None = None,
         *,
         resumable: bool = False,
         tag: str | None = None,
@@ -208,7 +209,21 @@ class JobProcessor:
         exclusive: bool = False,
         max_crashes: int = 3,
         on_exit: ExitHook | None = None,
-    ) -> Any:
+    ) -> Callable[[JobHandler], RegisteredJob]: ...
+
+    def job(
+        self,
+        name: str | JobHandler | None = None,
+        *,
+        resumable: bool = False,
+        tag: str | None = None,
+        retries: int = 0,
+        backoff: Duration = 1.0,
+        max_runtime: Duration | None = None,
+        exclusive: bool = False,
+        max_crashes: int = 3,
+        on_exit: ExitHook | None = None,
+    ) -> RegisteredJob | Callable[[JobHandler], RegisteredJob]:
         """Register ``handler(job, signal)`` (async or plain ``def``) as a job.
 
         ``name`` defaults to the function's name. Returns a :class:`RegisteredJob`.
@@ -219,7 +234,7 @@ class JobProcessor:
             def render(job: Job, signal: Signal) -> str: ...
         """
 
-        def register(handler: JobHandler) -> RegisteredJob[Any]:
+        def register(handler: JobHandler) -> RegisteredJob:
             job_name = name if isinstance(name, str) else handler.__name__
             job_def = JobDef(
                 handler,
@@ -236,7 +251,7 @@ class JobProcessor:
             self._add_job(job_name, job_def)
             return RegisteredJob(self, job_name, handler)
 
-        if callable(name):
+        if name is not None and not isinstance(name, str):
             return register(name)
         return register
 
