@@ -28,7 +28,14 @@ from ._model import (
     TimelinePoint,
     WorkerInfo,
 )
-from ._sqlite_schema import SYNCHRONOUS_MODES, connect, migrate, parse_url, to_us
+from ._sqlite_schema import (
+    BUSY_TIMEOUT,
+    SYNCHRONOUS_MODES,
+    connect,
+    migrate,
+    parse_url,
+    to_us,
+)
 from ._sqlite_thread import ConnectionThread
 
 T = TypeVar("T")
@@ -40,9 +47,10 @@ PURGE_CHUNK = 5_000
 class SQLiteStore:
     """Jobs, workers and crons in one SQLite file (WAL mode).
 
-    ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; a
-    ``?synchronous=FULL`` query overrides the ``synchronous`` argument. Creating the store
-    does no I/O; :meth:`open` connects, switches the file to WAL and migrates the schema.
+    ``url`` is ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; the
+    query options ``?synchronous=FULL`` and ``?busy_timeout=2.5`` (seconds) override the
+    arguments of the same names. Creating the store does no I/O; :meth:`open` connects,
+    switches the file to WAL and migrates the schema.
 
     Durability (``synchronous``):
 
@@ -56,7 +64,7 @@ class SQLiteStore:
     connection that writes (in short ``BEGIN IMMEDIATE`` transactions, with write calls
     that arrive together committed together); a reader thread serves the queries, so a
     dashboard's big list never delays a claim. Both wait up to 10 s for another process's
-    lock before a :class:`~batchwork.errors.StoreError`.
+    lock (``busy_timeout``) before a :class:`~batchwork.errors.StoreError`.
 
     Example::
 
@@ -66,14 +74,20 @@ class SQLiteStore:
         await store.close()
     """
 
-    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, url: str, *, synchronous: str = "NORMAL", busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         path, options = parse_url(url)
         mode = options.get("synchronous", synchronous).upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be NORMAL or FULL, got {mode!r}")
+        timeout = float(options.get("busy_timeout", busy_timeout))
+        if not timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {timeout!r}")
         self.url = url
         self.path = path
         self.synchronous = mode
+        self.busy_timeout = timeout
         self._writer: ConnectionThread | None = None
         self._reader: ConnectionThread | None = None
         # Wake-ups: ``_generation`` counts our own commits that may bring work;
@@ -99,9 +113,10 @@ class SQLiteStore:
         """
         if self._writer is not None:
             return
+        mode = self.synchronous
         writer = ConnectionThread(
             "batchwork-sqlite-writer",
-            partial(connect, self.path, synchronous=self.synchronous),
+            partial(connect, self.path, synchronous=mode, busy_timeout=self.busy_timeout),
             on_commit=self._local_change,
         )
         writer.start()
@@ -111,7 +126,13 @@ class SQLiteStore:
             await writer.call(lambda conn: migrate(conn, now_us=now_us))
             reader = ConnectionThread(
                 "batchwork-sqlite-reader",
-                partial(connect, self.path, synchronous=self.synchronous, read_only=True),
+                partial(
+                    connect,
+                    self.path,
+                    synchronous=mode,
+                    busy_timeout=self.busy_timeout,
+                    read_only=True,
+                ),
                 on_commit=None,
             )
             reader.start()

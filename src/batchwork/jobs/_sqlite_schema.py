@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from batchwork.errors import StoreError
 
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT = 10.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -79,7 +79,9 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
-def connect(path: str, *, synchronous: str, read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: str, *, synchronous: str, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False
+) -> sqlite3.Connection:
     """Open a connection in autocommit mode (transactions are explicit) with our pragmas."""
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +89,8 @@ def connect(path: str, *, synchronous: str, read_only: bool = False) -> sqlite3.
         path, isolation_level=None, check_same_thread=True, cached_statements=256
     )
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _enable_wal(conn)
+        conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
+        _enable_wal(conn, busy_timeout)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         if read_only:
@@ -99,11 +101,11 @@ def connect(path: str, *, synchronous: str, read_only: bool = False) -> sqlite3.
     return conn
 
 
-def _enable_wal(conn: sqlite3.Connection) -> None:
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
     # Switching a fresh file to WAL takes an exclusive lock, and some SQLite versions
     # answer "database is locked" at once instead of calling the busy handler when
     # processes race to do it; retry within the busy timeout.
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -1,0 +1,224 @@
+"""What only the SQLite store promises: URLs, pragmas, migrations, the transition trigger,
+error mapping, group commit and the claim index."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from batchwork.errors import StoreError
+from batchwork.jobs._model import ALLOWED_TRANSITIONS, JobStatus, NewJob
+from batchwork.jobs._sqlite import SQLiteStore
+from batchwork.jobs._sqlite_schema import migrations, split_statements
+from batchwork.jobs._store import Store, store_from_url
+
+from .clock import ManualClock
+from .store_helpers import add, new_job
+
+
+def url_of(path: Path, query: str = "") -> str:
+    return f"sqlite:///{path}{query}"
+
+
+async def pragma(store: SQLiteStore, name: str) -> object:
+    writer, _ = store._threads()
+    return await writer.call(lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+
+def test_sqlite_store_is_a_store(tmp_path: Path) -> None:
+    store: Store = store_from_url(url_of(tmp_path / "a.db"))
+    assert isinstance(store, SQLiteStore)
+    assert store.url == url_of(tmp_path / "a.db")
+    assert not (tmp_path / "a.db").exists()  # no I/O before open()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite:///:memory:",
+        "mysql:///x.db",
+        "sqlite:///x.db?synchronous=OFF",
+    ],
+)
+def test_sqlite_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"sqlite|synchronous|store URL"):
+        SQLiteStore(url)
+
+
+def test_sqlite_bad_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(url_of(tmp_path / "a.db"), synchronous="EXTRA-FAST")
+    with pytest.raises(ValueError, match="busy_timeout"):
+        SQLiteStore(url_of(tmp_path / "a.db", "?busy_timeout=-1"))
+
+
+async def test_sqlite_relative_paths_and_pragmas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sqlite:///sub/dir/jobs.db")
+    await store.open()
+    try:
+        assert (tmp_path / "sub" / "dir" / "jobs.db").exists()
+        assert await pragma(store, "journal_mode") == "wal"
+        assert await pragma(store, "synchronous") == 1  # NORMAL
+        assert await pragma(store, "busy_timeout") == 10_000
+    finally:
+        await store.close()
+    full = SQLiteStore("sqlite:///sub/dir/jobs.db?synchronous=full&busy_timeout=0.25")
+    assert (full.synchronous, full.busy_timeout) == ("FULL", 0.25)
+    await full.open()
+    try:
+        assert await pragma(full, "synchronous") == 2  # FULL
+        assert await pragma(full, "busy_timeout") == 250
+    finally:
+        await full.close()
+
+
+async def test_sqlite_schema_versions_are_recorded_once(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    for _ in range(2):
+        store = SQLiteStore(url_of(path))
+        await store.open()
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM batchwork_schema")]
+    assert versions == [number for number, _ in migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(url_of(path))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO batchwork_schema VALUES (999, 0)")
+    with pytest.raises(StoreError, match="999"):
+        await store.open()
+    with pytest.raises(StoreError, match="not open"):
+        await store.get(1)
+
+
+def test_sqlite_migration_scripts_split_into_statements() -> None:
+    script = "CREATE TABLE a (x);\n-- note\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n"
+    script += "  SELECT 1; SELECT 2;\nEND;\n\n-- trailing comment\n"
+    assert split_statements(script) == [
+        "CREATE TABLE a (x);",
+        "-- note\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  SELECT 1; SELECT 2;\nEND;",
+    ]
+    with pytest.raises(ValueError, match="incomplete"):
+        split_statements("CREATE TABLE a (x)")
+
+
+async def test_sqlite_transition_table_matches_the_model(tmp_path: Path) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "jobs.db") as conn:
+        stored = set(conn.execute("SELECT old, new FROM batchwork_transitions"))
+    expected = {(old.value, new.value) for old, news in ALLOWED_TRANSITIONS.items() for new in news}
+    assert stored == expected
+
+
+async def test_sqlite_trigger_refuses_an_illegal_transition(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(url_of(path))
+    await store.open()
+    try:
+        [job_id] = await add(store, clock, new_job(clock.now()))
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="illegal job status transition"):
+            conn.execute("UPDATE batchwork_jobs SET status = 'finished' WHERE id = ?", (job_id,))
+        conn.execute("UPDATE batchwork_jobs SET priority = 3 WHERE id = ?", (job_id,))
+        conn.execute("UPDATE batchwork_jobs SET status = 'cancelled' WHERE id = ?", (job_id,))
+
+
+async def test_sqlite_driver_errors_become_store_errors(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(url_of(garbage)).open()
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+
+    blocker = tmp_path / "dir.db"
+    blocker.mkdir()
+    with pytest.raises(StoreError) as caught:
+        await SQLiteStore(url_of(blocker)).open()
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
+
+
+async def test_sqlite_a_held_lock_gives_store_error_then_recovers(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(url_of(path, "?busy_timeout=0.05"))
+    await store.open()
+    try:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="locked") as caught:
+            await store.enqueue([new_job(clock.now())], now=clock.now())
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        other.execute("ROLLBACK")
+        other.close()
+        assert len(await add(store, clock, new_job(clock.now()))) == 1
+    finally:
+        await store.close()
+
+
+async def test_sqlite_one_bad_call_does_not_spoil_a_group_commit(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    try:
+        bad = NewJob("bad", "{}", clock.now(), status=JobStatus.RUNNING)
+        now = clock.now()
+        calls = [store.enqueue([new_job(now, f"ok{i}")], now=now) for i in range(40)]
+        # "half" and "unique" are written before the bad job fails: the savepoint undoes them
+        half = [new_job(now, "half"), new_job(now, "unique", unique_key="u"), bad]
+        calls.insert(20, store.enqueue(half, now=now))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(results[20], ValueError)
+        assert all(isinstance(r, list) for i, r in enumerate(results) if i != 20)
+        names = {job.name for job in await store.list_jobs(limit=100)}
+        assert names == {f"ok{i}" for i in range(40)}  # nothing of call 20 is left
+    finally:
+        await store.close()
+
+
+async def test_sqlite_claim_uses_the_due_index(tmp_path: Path) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "jobs.db") as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM batchwork_jobs"
+            " WHERE status IN ('pending', 'paused') AND scheduled_for <= 0"
+            " ORDER BY priority DESC, scheduled_for, id LIMIT 10"
+        ).fetchall()
+    text = " ".join(str(row[-1]) for row in plan)
+    assert "batchwork_jobs_due" in text
+    assert "TEMP B-TREE" not in text  # no sort: the index gives the order
+
+
+async def test_sqlite_enqueue_on_a_caller_connection_is_refused(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    try:
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            await store.enqueue([new_job(clock.now())], now=clock.now(), connection=object())
+    finally:
+        await store.close()
