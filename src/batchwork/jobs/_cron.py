@@ -413,7 +413,18 @@ def plan_ticks(
         raise ValueError(f"cap must be >= 1, got {cap!r}")
     tzi = _zone(tz)
     watermark, now = _aware(watermark, "watermark"), _aware(now, "now")
-    upcoming = next(_iterate(expression, tzi, max(now, watermark), reverse=False), None)
+    forward = _iterate(expression, tzi, watermark, reverse=False)
+    first = next(forward, None)
+    if first is None or first > now:
+        return TickPlan(next_tick=first)
+    second = next(forward, None)
+    if second is None or second > now:
+        # The usual pass of a live worker: one tick due. No reverse search needed.
+        on_time = checkin_margin is None or (now - first).total_seconds() <= checkin_margin
+        return TickPlan(
+            (first,) if on_time else (), () if on_time else (first,), None, first, second
+        )
+    upcoming = next(_iterate(expression, tzi, now, reverse=False), None)
     newest = previous_ticks(expression, tzi, now, watermark, 2 * cap + 1)
     if not newest:
         return TickPlan(next_tick=upcoming)

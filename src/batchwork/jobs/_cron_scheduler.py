@@ -15,6 +15,7 @@ really still active.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -174,15 +175,28 @@ class CronScheduler:
         left to the workers that agree with the store, and logged once.
         """
         states = {state.name: state for state in await self._store.cron_states()}
-        wake_at: datetime | None = None
+        upcoming: list[datetime | None] = []
+        firing: list[tuple[str, TickPlan]] = []
         for name in self._handled:
             state = states.get(name)
-            if not self._agrees(name, state):
+            if state is None or not self._agrees(name, state):
                 continue
-            assert state is not None
-            upcoming = await self._run_one(name, state, now)
-            if upcoming is not None and (wake_at is None or upcoming < wake_at):
-                wake_at = upcoming
+            plan = self._plan(name, state, now)
+            if plan is None:
+                upcoming.append(self._upcoming[name][1])
+                continue
+            upcoming.append(plan.next_tick)
+            firing.append((name, plan))
+        # One transaction per cron (the store's unit of exactly-once), issued together so a
+        # store that groups commits writes a busy second's ticks at once.
+        results = await asyncio.gather(
+            *(self._fire(name, plan, now) for name, plan in firing), return_exceptions=True
+        )
+        failures = [error for error in results if isinstance(error, BaseException)]
+        if failures:
+            raise failures[0]
+        ticks = [tick for tick in upcoming if tick is not None]
+        wake_at = min(ticks) if ticks else None
         self._passed, self._wake_at = True, wake_at
         return wake_at
 
@@ -207,28 +221,26 @@ class CronScheduler:
             )
         return False
 
-    async def _run_one(self, name: str, state: CronState, now: datetime) -> datetime | None:
+    def _plan(self, name: str, state: CronState, now: datetime) -> TickPlan | None:
+        """The plan for a cron with due ticks, or ``None`` (its next tick is cached)."""
         cached = self._upcoming.get(name)
-        if cached is not None and cached[0] == state.watermark:
-            upcoming = cached[1]
-            if upcoming is None or upcoming > now:
-                return upcoming
+        fresh = cached is not None and cached[0] == state.watermark
+        if fresh and cached is not None and (cached[1] is None or cached[1] > now):
+            return None
         cron, spec = self._crons[name], self._specs[name]
         plan = plan_ticks(
-            spec.expression,
-            spec.timezone,
-            state.watermark,
-            now,
-            _margin(cron),
-            self._cap,
+            spec.expression, spec.timezone, state.watermark, now, _margin(cron), self._cap
         )
         if plan.watermark is None:
             self._upcoming[name] = (state.watermark, plan.next_tick)
-            return plan.next_tick
-        records = tick_records(name, cron, plan, now)
+            return None
+        return plan
+
+    async def _fire(self, name: str, plan: TickPlan, now: datetime) -> None:
+        assert plan.watermark is not None
+        records = tick_records(name, self._crons[name], plan, now)
         await self._store.fire_cron_ticks(name, records, watermark=plan.watermark, now=now)
         self._upcoming[name] = (plan.watermark, plan.next_tick)
-        return plan.next_tick
 
     def seconds_until_next(self, now: datetime) -> float:
         """Seconds from ``now`` until the next tick of a handled cron (no I/O).
