@@ -145,7 +145,8 @@ class Group:
         self.force_upto = 0
         self.force_reason = FlushReason.FLUSH
         self.inflight: list[Batch] = []
-        self.timer: asyncio.Handle | None = None
+        # A loop timer, or in next-tick mode the task that will flush (see _open_window).
+        self.timer: asyncio.Handle | asyncio.Task[None] | None = None
         self.timer_when = 0.0
         self.threshold = settings.threshold
         self.next_tick = settings.max_wait == 0
@@ -182,8 +183,10 @@ class Group:
     def _open_window(self, at: float) -> None:
         if self.next_tick:
             # Next-tick mode: everything already scheduled in this loop iteration (e.g.
-            # the other tasks of a gather) runs before this callback and joins the batch.
-            self.timer = self.loop.call_soon(self._on_timer)
+            # the other tasks of a gather) runs before this task starts and joins the
+            # batch. The task then runs that batch itself, which saves a loop iteration
+            # per round trip over "a timer callback that starts a task".
+            self.timer = self.owner._spawn_tick(self)
             self.timer_when = at
         else:
             self.pump(at)
@@ -216,24 +219,36 @@ class Group:
 
     # -- flushing ----------------------------------------------------------------------
 
-    def pump(self, now: float | None = None) -> None:
-        """Start every batch that is due and has a concurrency slot; arm the timer."""
+    def pump(self, now: float | None = None, *, inline: bool = False) -> Batch | None:
+        """Start every batch that is due and has a concurrency slot; arm the timer.
+
+        With ``inline`` the first due batch is not given a task but returned, for the
+        caller (the next-tick task) to run itself.
+        """
         settings = self.settings
         queue = self.queue
+        first: Batch | None = None
         while self.running < settings.max_concurrency:
             self._prune()
             if not queue:
-                return
+                break
             if now is None:
                 now = self.loop.time()
             forced = self.force_reason if self.popped < self.force_upto else None
             decision = decide(self.live, queue[0][AT], now, settings, forced)
             if decision is None:
-                return
+                break
             if isinstance(decision, float):
                 self._arm(decision)
-                return
-            self._start(decision, now)
+                break
+            batch = self._take(decision, now)
+            if batch is None:
+                continue
+            if inline and first is None:
+                first = batch
+            else:
+                batch.task = self.owner._launch(self, batch)
+        return first
 
     def force(self, reason: FlushReason, upto: int) -> None:
         """Treat every entry pushed before ``upto`` as due, then pump."""
@@ -266,7 +281,7 @@ class Group:
         if self.timer is not None:
             if self.timer_when <= when:
                 return
-            self.timer.cancel()
+            self._detach_timer()
         self.timer = self.loop.call_at(when, self._on_timer)
         self.timer_when = when
 
@@ -276,7 +291,7 @@ class Group:
         now = self.loop.time()
         self.pump(now if now > when else when)
 
-    def _start(self, reason: FlushReason, now: float) -> None:
+    def _take(self, reason: FlushReason, now: float) -> Batch | None:
         queue = self.queue
         size = self.settings.max_size
         batch = Batch(self, reason, self.popped)
@@ -300,7 +315,7 @@ class Group:
             taken += 1
         self.popped += popped
         if not taken:
-            return
+            return None
         self.live -= taken
         batch.callers = callers
         batch.puts = puts
@@ -310,8 +325,8 @@ class Group:
         owner._counters.waits.extend([now - entry[AT] for entry in entries])
         self.running += 1
         self.inflight.append(batch)
-        batch.task = owner._launch(self, batch)
         owner._room_freed()
+        return batch
 
     def finish(self, batch: Batch) -> None:
         """A batch left the batch function: free its slot and start what is due."""
@@ -323,9 +338,7 @@ class Group:
 
     def discard_pending(self) -> list[Entry]:
         """Remove and return every live queued entry (``close(drain=False)``)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.cancel_timer()
         live: list[Entry] = []
         queue = self.queue
         while queue:
@@ -343,7 +356,14 @@ class Group:
         return live
 
     def cancel_timer(self) -> None:
-        """Cancel the flush timer (the group is going away)."""
+        """Cancel the flush timer (the group is going away, or closing)."""
         if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+            self._detach_timer()
+
+    def _detach_timer(self) -> None:
+        timer = self.timer
+        self.timer = None
+        # A next-tick task is never cancelled: cancelled before it starts, it would skip
+        # its own bookkeeping. Detached, it finds nothing due and ends.
+        if isinstance(timer, asyncio.Handle):
+            timer.cancel()

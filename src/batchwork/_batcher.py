@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ._batch_group import (
     DROPPED,
@@ -233,6 +233,7 @@ class Batcher(Generic[T, R]):
         for group, mark in marks:
             group.force(FlushReason.FLUSH, mark)
         await self._wait_until(lambda: all(group.flushed(mark) for group, mark in marks))
+        await asyncio.sleep(0)  # as in close: let the answered callers run first
 
     async def close(self, drain: bool = True) -> None:
         """Stop accepting items; settle every pending one; wait for batches in flight.
@@ -255,6 +256,9 @@ class Batcher(Generic[T, R]):
         for group in list(self._groups.values()):
             group.force(FlushReason.CLOSE, FOREVER)
         await self._wait_until(self._idle)
+        # Callers answered by the last batch are woken but have not run yet; one more
+        # tick lets them finish first, so a caller's task is done when close returns.
+        await asyncio.sleep(0)
 
     @property
     def stats(self) -> BatcherStats:
@@ -434,82 +438,114 @@ class Batcher(Generic[T, R]):
     def _launch(self, group: Group, batch: Batch) -> asyncio.Task[None]:
         task = group.loop.create_task(self._run(group, batch))
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._notify()
+    def _spawn_tick(self, group: Group) -> asyncio.Task[None]:
+        task = group.loop.create_task(self._tick(group))
+        self._tasks.add(task)
+        return task
 
     async def _run(self, group: Group, batch: Batch) -> None:
-        awaiting: list[Awaitable[object]] = []
+        # Bookkeeping lives here rather than in a done callback: one loop callback less
+        # per batch.
         try:
-            awaiting = await self._process(group, batch)
+            await self._execute(group, batch)
         finally:
-            group.finish(batch)
-        if awaiting:
-            await self._await_callbacks(awaiting)
+            if batch.task is not None:
+                self._tasks.discard(batch.task)
+            self._notify()
 
-    async def _process(self, group: Group, batch: Batch) -> list[Awaitable[object]]:
-        settings = group.settings
-        loop = group.loop
-        counters = self._counters
-        entries = batch.entries
-        items = [entry[ITEM] for entry in entries]
-        started = loop.time()
-        attempts = 0
-        error: BaseException | None = None
-        outcomes: Any = None
+    async def _tick(self, group: Group) -> None:
+        """Next-tick flush: start what is due and run the first batch in this task."""
+        task = asyncio.current_task()
         try:
-            while not batch.abandoned:
-                attempts += 1
-                try:
-                    batch.in_call = True
-                    raw = await self._attempt(settings, items)
-                except asyncio.CancelledError:
-                    if not batch.abandoned:
-                        raise
-                    _uncancel()
-                    break
-                except BaseException as exc:  # the batch loop survives anything fn does
-                    error = exc
-                    if isinstance(exc, BatchTimeout):
-                        counters.timeouts += 1
-                    retry = settings.retry
-                    if (
-                        retry is None
-                        or not isinstance(exc, Exception)
-                        or not retry.should_retry(exc, attempts)
-                    ):
-                        break
-                    counters.retries += 1
-                    try:
-                        await asyncio.sleep(retry.delay(attempts, self._rng))
-                    except asyncio.CancelledError:
-                        if not batch.abandoned:
-                            raise
-                        _uncancel()
-                        break
-                    continue
-                finally:
-                    batch.in_call = False
-                error = None
-                try:
-                    outcomes, unknown = route_results(raw, items, settings.id_of)
-                    counters.unknown_ids += unknown
-                except Exception as exc:
-                    error = exc
-                break
+            if group.timer is task:
+                group.timer = None
+            batch = group.pump(inline=True)
+            if batch is not None:
+                batch.task = task
+                await self._execute(group, batch)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            self._notify()
+
+    async def _execute(self, group: Group, batch: Batch) -> None:
+        on_batch = self._on_batch
+        started = group.loop.time() if on_batch is not None else 0.0
+        try:
+            outcomes, error, attempts = await self._call(group.settings, batch)
+            awaiting = self._settle(batch, outcomes, error)
+            self._report(group, batch, attempts, started, error)
         except asyncio.CancelledError:
             # Cancelled from outside (e.g. the loop is shutting down): nobody will answer
             # these callers, so cancel them rather than leave them hanging.
-            self._cancel_all(entries)
+            self._cancel_all(batch.entries)
             raise
-        awaiting = self._settle(batch, outcomes, error)
-        self._report(group, batch, attempts, loop.time() - started, error)
+        finally:
+            group.finish(batch)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise error  # after answering the callers, let it stop the loop as asyncio does
-        return awaiting
+        if awaiting:
+            await self._await_callbacks(awaiting)
+
+    async def _call(
+        self, settings: Settings[T, R], batch: Batch
+    ) -> tuple[Any, BaseException | None, int]:
+        """Call fn (with retries): (outcomes per item or None, whole-batch error, calls)."""
+        items = [entry[ITEM] for entry in batch.entries]
+        direct = settings.is_async and settings.timeout is None
+        attempts = 0
+        error: BaseException | None = None
+        while not batch.abandoned:
+            attempts += 1
+            try:
+                batch.in_call = True
+                if direct:
+                    raw = await cast(Awaitable[object], settings.fn(items))
+                else:
+                    raw = await self._attempt(settings, items)
+            except asyncio.CancelledError:
+                if not batch.abandoned:
+                    raise
+                _uncancel()
+                break
+            except BaseException as exc:  # the batch loop survives anything fn does
+                error = exc
+                if await self._backoff(settings.retry, exc, attempts, batch):
+                    continue
+                break
+            finally:
+                batch.in_call = False
+            try:
+                outcomes, unknown = route_results(raw, items, settings.id_of)
+            except Exception as exc:
+                return None, exc, attempts
+            self._counters.unknown_ids += unknown
+            return outcomes, None, attempts
+        return None, error, attempts
+
+    async def _backoff(
+        self, retry: Retry | None, exc: BaseException, attempts: int, batch: Batch
+    ) -> bool:
+        """Count a failed call; sleep before the next one and say whether to make it."""
+        counters = self._counters
+        if isinstance(exc, BatchTimeout):
+            counters.timeouts += 1
+        if retry is None or not isinstance(exc, Exception) or not retry.should_retry(exc, attempts):
+            return False
+        counters.retries += 1
+        batch.in_call = True  # the sleep is cancellable like the call itself
+        try:
+            await asyncio.sleep(retry.delay(attempts, self._rng))
+        except asyncio.CancelledError:
+            if not batch.abandoned:
+                raise
+            _uncancel()
+            return False
+        finally:
+            batch.in_call = False
+        return True
 
     async def _attempt(self, settings: Settings[T, R], items: list[T]) -> object:
         if settings.timeout is None:
@@ -627,7 +663,7 @@ class Batcher(Generic[T, R]):
         group: Group,
         batch: Batch,
         attempts: int,
-        duration: float,
+        started: float,
         error: BaseException | None,
     ) -> None:
         counters = self._counters
@@ -646,7 +682,7 @@ class Batcher(Generic[T, R]):
             size=len(batch.entries),
             attempts=attempts,
             waited=batch.waited,
-            duration=duration,
+            duration=group.loop.time() - started,
             error=error,
             reason=batch.reason.value,
             cancelled=batch.abandoned,
