@@ -95,7 +95,7 @@ async def _run_one(
     now = processor._now(store)
     decision = decide(
         report,
-        resumable=job.resumable,
+        resumable=definition.resumable,
         attempts=job.attempts,
         retries=definition.retries,
         backoff=_seconds(definition.backoff) or 0.0,

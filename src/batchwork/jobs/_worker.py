@@ -394,7 +394,9 @@ class Worker:
         now = self._now()
         decision = decide(
             report,
-            resumable=job.resumable,
+            # The handler's own definition wins: a producer that did not register the job
+            # recorded it with default options.
+            resumable=getattr(definition, "resumable", job.resumable),
             attempts=job.attempts,
             retries=getattr(definition, "retries", 0),
             backoff=_float_or_none(getattr(definition, "backoff", 1.0)) or 0.0,
