@@ -97,7 +97,7 @@ instants = st.datetimes(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(expressions(), st.sampled_from(ZONES), instants)
 def test_ticks_strictly_increase_and_match(
     expression: str, zone_name: str, start: datetime
@@ -138,18 +138,18 @@ def brute_force(expression: str, tz: tzinfo, start: datetime, end: datetime) -> 
     return first
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(expressions(seconds=False), st.sampled_from(["UTC", "Asia/Kolkata"]), instants)
 def test_ticks_are_exactly_the_matching_minutes(
     expression: str, zone_name: str, start: datetime
 ) -> None:
     expression = normalize_cron(expression)
-    end = start + timedelta(hours=36)
+    end = start + timedelta(hours=26)
     expected = brute_force(expression, ZoneInfo(zone_name), start, end)
     assert ticks_between(expression, zone_name, start, end) == expected
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     expressions(seconds=False),
     st.sampled_from(["Europe/Paris", "America/New_York"]),
@@ -178,7 +178,7 @@ def test_ticks_across_2026_transitions_follow_the_dst_rule(
         assert ticks == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(expressions(), st.sampled_from(ZONES), instants, st.integers(1, 30))
 def test_previous_ticks_mirror_ticks_between(
     expression: str, zone_name: str, start: datetime, hours: int
@@ -199,7 +199,7 @@ per_minute = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     per_minute,
     st.sampled_from(ZONES),
@@ -247,7 +247,7 @@ def test_plan_keeps_the_catch_up_rule(
         assert plan.run == tuple(within[-cap:])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from(ZONES), instants, st.lists(st.integers(0, 7200), min_size=1, max_size=30))
 def test_repeated_passes_fire_each_tick_once(
     zone_name: str, start: datetime, steps: list[int]
