@@ -4,6 +4,7 @@ error mapping, group commit and the claim index."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from batchwork.errors import StoreError
 from batchwork.jobs._model import ALLOWED_TRANSITIONS, JobStatus, NewJob
 from batchwork.jobs._sqlite import SQLiteStore
+from batchwork.jobs._sqlite_ops import due_jobs_sql
 from batchwork.jobs._sqlite_schema import migrations, split_statements
 from batchwork.jobs._store import Store, store_from_url
 
@@ -197,16 +199,20 @@ async def test_sqlite_one_bad_call_does_not_spoil_a_group_commit(
         await store.close()
 
 
-async def test_sqlite_claim_uses_the_due_index(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tags", [None, ["main"]])
+async def test_sqlite_claim_uses_the_due_index(
+    tmp_path: Path, clock: ManualClock, tags: list[str] | None
+) -> None:
     store = SQLiteStore(url_of(tmp_path / "jobs.db"))
     await store.open()
-    await store.close()
+    try:
+        await add(store, clock, *(new_job(clock.now()) for _ in range(50)))
+    finally:
+        await store.close()
+    params: list[object] = [0, *([json.dumps(tags)] if tags else []), 10]
     with sqlite3.connect(tmp_path / "jobs.db") as conn:
-        plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM batchwork_jobs"
-            " WHERE status IN ('pending', 'paused') AND scheduled_for <= 0"
-            " ORDER BY priority DESC, scheduled_for, id LIMIT 10"
-        ).fetchall()
+        conn.execute("ANALYZE")
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {due_jobs_sql(tags)}", params).fetchall()
     text = " ".join(str(row[-1]) for row in plan)
     assert "batchwork_jobs_due" in text
     assert "TEMP B-TREE" not in text  # no sort: the index gives the order

@@ -118,7 +118,8 @@ def list_jobs(
             params.append(str(value))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     rows = conn.execute(
-        f"SELECT {JOB_COLUMNS} FROM batchwork_jobs{clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+        f"SELECT {JOB_COLUMNS} FROM batchwork_jobs NOT INDEXED{clause}"
+        " ORDER BY id DESC LIMIT ? OFFSET ?",
         [*params, max(limit, 0), max(offset, 0)],
     ).fetchall()
     return [row_to_job(row) for row in rows]

@@ -48,12 +48,11 @@ CREATE UNIQUE INDEX batchwork_jobs_unique_key ON batchwork_jobs (unique_key)
 CREATE UNIQUE INDEX batchwork_jobs_cron_tick ON batchwork_jobs (name, tick_at)
     WHERE tick_at IS NOT NULL;
 
--- Exclusive checks, counts (a covering scan) and lists by name. Kept to these two indexes
--- on purpose: every index on a pending row costs each enqueue.
-CREATE INDEX batchwork_jobs_name_status ON batchwork_jobs (name, status);
-
-CREATE INDEX batchwork_jobs_running ON batchwork_jobs (worker_id)
-    WHERE status = 'running';
+-- Exclusive checks (status IN active AND name = ?), running jobs per worker (recovery,
+-- the workers list) and counts (a covering scan). Only this one and the due index hold
+-- every pending row, on purpose: each index on a pending row costs every enqueue, claim
+-- and completion.
+CREATE INDEX batchwork_jobs_status_name ON batchwork_jobs (status, name);
 
 CREATE INDEX batchwork_jobs_exit_hook ON batchwork_jobs (name, id)
     WHERE exit_hook IN ('due', 'taken');
