@@ -376,7 +376,9 @@ class Batcher(Generic[T, R]):
             room = self._room()
             if room == 0:
                 await self._wait_room()
-                room = 1 + self._room()
+                # Our reservation was just released into the free room; with others
+                # still in line, take only that one place.
+                room = self._room() or 1
             end = min(len(items), start + room)
             at = loop.time()
             chunk = [[items[i], at, fut, many, i, None] for i in range(start, end)]

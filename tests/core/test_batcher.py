@@ -348,8 +348,24 @@ async def test_submit_waits_for_room_and_put_raises_queue_full() -> None:
 async def test_submit_many_larger_than_max_pending_feeds_in_as_room_appears() -> None:
     fn = Recorder(delay=0.1)
     batcher = Batcher(fn, max_size=3, max_wait=0.01, max_pending=4)
-    assert await batcher.submit_many(range(10)) == [i * 10 for i in range(10)]
-    assert sorted(item for batch in fn.batches for item in batch) == list(range(10))
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, batcher.stats.pending)
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    many = asyncio.create_task(batcher.submit_many(range(20)))
+    await asyncio.sleep(0.15)  # after the first wake of submit_many, which was alone
+    others = [asyncio.create_task(batcher.submit(i)) for i in range(100, 103)]
+    assert await many == [i * 10 for i in range(20)]
+    assert await asyncio.gather(*others) == [1000, 1010, 1020]
+    watcher.cancel()
+    assert peak == 4
+    sent = sorted(item for batch in fn.batches for item in batch)
+    assert sent == [*range(20), 100, 101, 102]
     assert max(len(batch) for batch in fn.batches) <= 3
     await batcher.close()
 
