@@ -106,7 +106,6 @@ class CronScheduler:
     ``tags`` are the worker's tags: it fires untagged crons and those with one of its tags
     (``None``: every cron). ``default_timezone`` applies to crons with ``timezone=None``.
     ``missed_cap`` bounds the records one pass writes per cron (see :func:`plan_ticks`).
-    ``timezone`` is accepted as another name for ``default_timezone``.
 
     Pass *every* registered cron and the worker's ``tags``; do not filter the mapping by
     tags yourself: :meth:`reconcile` deletes stored crons missing from it, so a tagged
@@ -128,9 +127,7 @@ class CronScheduler:
         tags: Sequence[str] | None = None,
         missed_cap: int = DEFAULT_MISSED_CAP,
         logger: logging.Logger | None = None,
-        timezone: str | None = None,
     ) -> None:
-        default_timezone = timezone or default_timezone
         if missed_cap < 1:
             raise ValueError(f"missed_cap must be >= 1, got {missed_cap!r}")
         self._store = store
@@ -258,10 +255,6 @@ class CronScheduler:
         if self._wake_at is None:
             return float("inf")
         return max(0.0, (self._wake_at - now).total_seconds())
-
-    async def status(self, now: datetime) -> list[CronInfo]:
-        """The same as :meth:`infos`."""
-        return await self.infos(now)
 
     async def infos(self, now: datetime) -> list[CronInfo]:
         """Each registered cron with its schedule, last record and monitoring flags.
