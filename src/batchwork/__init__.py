@@ -17,12 +17,15 @@ from __future__ import annotations
 from ._batch_stats import BatcherStats as BatcherStats
 from ._batch_stats import BatchInfo as BatchInfo
 from ._batcher import Batcher as Batcher
+from ._dataloader import DataLoader as DataLoader
+from ._decorator import batched as batched
 from ._keyconfig import KeyConfig as KeyConfig
 from ._lru import LRUCache as LRUCache
 
 # task runs (issue: TaskRunner)
 from ._progress import Progress as Progress
 from ._retry import Retry as Retry
+from ._sync import SyncBatcher as SyncBatcher
 from ._taskrunner import Skipped as Skipped
 from ._taskrunner import TaskHandle as TaskHandle
 from ._taskrunner import TaskRunner as TaskRunner
@@ -34,12 +37,15 @@ __all__: list[str] = [
     "BatchInfo",
     "Batcher",
     "BatcherStats",
+    "DataLoader",
     "KeyConfig",
     "LRUCache",
     "Progress",
     "Retry",
     "Skipped",
+    "SyncBatcher",
     "TaskHandle",
     "TaskRunner",
+    "batched",
     "map",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, TypeVarTuple
@@ -69,12 +70,12 @@ class BlockingPortal:
 
     def call(self, fn: Callable[[*Ts], Coroutine[Any, Any, T]], *args: *Ts) -> T:
         """Run ``await fn(*args)`` on the loop and block until it returns (or raises)."""
-        self._refuse_own_thread()
+        self.refuse_own_thread()
         return self.submit(fn, *args).result()
 
     def call_sync(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run the plain function ``fn(*args)`` on the loop thread and return its result."""
-        self._refuse_own_thread()
+        self.refuse_own_thread()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -86,18 +87,20 @@ class BlockingPortal:
         self.call_soon(run)
         return future.result()
 
-    def close(self) -> None:
-        """Let what was scheduled run, cancel what still runs, stop the loop, join the thread.
-
-        Calling it twice is harmless; after it every call raises ``PortalClosed``.
+    def close(self, *, wait: bool = True) -> None:
+        """Let what was scheduled run, cancel what still runs, stop the loop, join the thread
+        (unless ``wait=False``). Calling it twice is harmless; after it every call raises
+        ``PortalClosed``.
         """
-        self._refuse_own_thread()
+        if wait:
+            self.refuse_own_thread()
         with self._lock:
             self._closed = True
             loop, thread, stop = self._loop, self._thread, self._stop
             if loop is not None and stop is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(stop.set)
-        if thread is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(stop.set)
+        if wait and thread is not None:
             thread.join()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -134,7 +137,8 @@ class BlockingPortal:
         self._loop, self._thread, self._stop = loop, thread, stop
         return loop
 
-    def _refuse_own_thread(self) -> None:
+    def refuse_own_thread(self) -> None:
+        """Raise ``RuntimeError`` on the portal's own thread, where blocking deadlocks."""
         if self.in_portal_thread():
             raise RuntimeError(
                 f"a blocking call from the event-loop thread of {self._name!r} would deadlock"

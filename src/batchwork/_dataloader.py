@@ -1,0 +1,239 @@
+"""DataLoader: batched, deduplicated and cached loading by key, on top of ``Batcher``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping, Sequence
+from typing import Any, Generic, Literal, Self, TypeVar, overload
+
+from ._batcher import Batcher
+from ._perloop import PerLoop
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Load(Generic[K, V]):
+    """One cache key in flight: the first original key and everyone waiting for it."""
+
+    __slots__ = ("cache_key", "key", "loop_state", "waiters")
+
+    def __init__(
+        self, key: K, cache_key: Hashable, loop_state: _LoopState[K, V], first: asyncio.Future[V]
+    ) -> None:
+        self.key = key
+        self.cache_key = cache_key
+        self.loop_state = loop_state
+        self.waiters = [first]
+
+
+class _LoopState(Generic[K, V]):
+    """What a DataLoader keeps per event loop: its batcher and the loads in flight."""
+
+    __slots__ = ("batcher", "in_flight", "loop")
+
+    def __init__(self, batcher: Batcher[_Load[K, V], V]) -> None:
+        self.batcher = batcher
+        self.in_flight: dict[Hashable, _Load[K, V]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+
+class DataLoader(Generic[K, V]):
+    """Load values by key: equal keys in flight are loaded once, keys are batched into one
+    call of ``batch_load_fn``, and (with ``cache``) values are kept for later loads.
+
+    ``batch_load_fn(keys)`` gets a list of distinct keys (by ``cache_key``; each the first
+    key given for its group) and returns one entry per key, in order: a value (``None``
+    is a valid value) or an exception instance, which fails only that key. A raise fails
+    every key of the batch; a wrong number of entries gives each key
+    ``BatchResultError``. Failures are never cached, and a failed key is evicted from the
+    cache. ``batch_load_fn`` is normally ``async``; a plain ``def`` runs on the loop, so it
+    should be quick.
+
+    Options: ``max_size`` keys per call; ``max_wait`` seconds a key may wait for others
+    (``0``: the keys asked for in the same event-loop tick share a call);
+    ``max_concurrency`` calls at once; ``cache=False`` keeps no values (but still
+    deduplicates keys in flight); ``cache_map`` any ``MutableMapping`` to keep values in
+    (an ``LRUCache`` for a bound or a TTL); ``cache_key(key) -> hashable`` for keys that
+    are not hashable or that should compare differently. It is built without a running
+    loop and keeps one batcher per running loop, so a module-level loader works across
+    loops; its cache is shared by all of them.
+
+    Example::
+
+        async def load_users(ids: list[int]) -> list[User | None]:
+            rows = await db.fetch("select * from users where id = any($1)", ids)
+            by_id = {row["id"]: User(**row) for row in rows}
+            return [by_id.get(i) for i in ids]
+
+        users = DataLoader(load_users, max_size=100)
+        alice, bob = await asyncio.gather(users.load(1), users.load(2))  # one query
+        everyone = await users.load_many([1, 2, 3])                      # 1, 2 cached
+        users.prime(7, User(id=7)).clear(1)
+    """
+
+    def __init__(
+        self,
+        batch_load_fn: Callable[
+            [list[K]], Awaitable[Sequence[V | BaseException]] | Sequence[V | BaseException]
+        ],
+        *,
+        max_size: int = 100,
+        max_wait: float = 0,
+        cache: bool = True,
+        cache_map: MutableMapping[Any, V] | None = None,
+        cache_key: Callable[[K], Hashable] | None = None,
+        max_concurrency: int = 1,
+    ) -> None:
+        self._load_fn = batch_load_fn
+        self._cache = cache
+        self._cache_map: MutableMapping[Any, V] = {} if cache_map is None else cache_map
+        self._cache_key = cache_key
+        name = f"DataLoader({getattr(batch_load_fn, '__qualname__', batch_load_fn)!r})"
+
+        def new_state() -> _LoopState[K, V]:
+            batcher: Batcher[_Load[K, V], V] = Batcher(
+                self._run_batch,
+                max_size=max_size,
+                max_wait=max_wait,
+                max_concurrency=max_concurrency,
+                name=name,
+            )
+            return _LoopState(batcher)
+
+        # The spare is built now so that bad options fail here, not at the first load.
+        self._states: PerLoop[_LoopState[K, V]] = PerLoop(new_state, spare=new_state())
+        self._deliver_cb = self._deliver
+
+    @property
+    def batcher(self) -> Batcher[Any, V]:
+        """The ``Batcher`` of the running loop (for ``stats``); outside a loop the last one."""
+        return self._states.current().batcher
+
+    async def load(self, key: K) -> V:
+        """Load one key: from the cache, from a load of an equal key in flight, or in the
+        next batch. Raises the key's failure."""
+        cache_key = key if self._cache_key is None else self._cache_key(key)
+        if self._cache:
+            try:
+                return self._cache_map[cache_key]
+            except KeyError:
+                pass
+        return await self._future_nowait(key, cache_key)
+
+    @overload
+    async def load_many(
+        self, keys: Iterable[K], *, return_exceptions: Literal[False] = False
+    ) -> list[V]: ...
+    @overload
+    async def load_many(
+        self, keys: Iterable[K], *, return_exceptions: Literal[True]
+    ) -> list[V | BaseException]: ...
+    async def load_many(
+        self, keys: Iterable[K], *, return_exceptions: bool = False
+    ) -> list[V] | list[V | BaseException]:
+        """Load several keys (batched together); return their values in order.
+
+        Waits for every key, then raises the failure of the first failed key in ``keys``
+        order, unless ``return_exceptions=True``, which puts each failure in its place.
+        """
+        slots: list[Any] = []
+        futures: list[asyncio.Future[V]] = []
+        is_future: list[bool] = []
+        for key in keys:
+            cache_key = key if self._cache_key is None else self._cache_key(key)
+            if self._cache:
+                try:
+                    slots.append(self._cache_map[cache_key])
+                    is_future.append(False)
+                    continue
+                except KeyError:
+                    pass
+            future = self._future_nowait(key, cache_key)
+            slots.append(future)
+            futures.append(future)
+            is_future.append(True)
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
+        results: list[V | BaseException] = []
+        for slot, pending in zip(slots, is_future, strict=True):
+            if not pending:
+                results.append(slot)
+                continue
+            exc = slot.exception()
+            if exc is not None and not return_exceptions:
+                raise exc
+            results.append(slot.result() if exc is None else exc)
+        return results
+
+    def prime(self, key: K, value: V) -> Self:
+        """Put ``value`` in the cache for ``key`` unless the key is already cached (``clear``
+        it first to replace it). Does nothing with ``cache=False``."""
+        if self._cache:
+            cache_key = key if self._cache_key is None else self._cache_key(key)
+            if cache_key not in self._cache_map:
+                self._cache_map[cache_key] = value
+        return self
+
+    def clear(self, key: K) -> Self:
+        """Forget ``key``: drop its cached value; a load in flight is no longer shared with
+        later loads and will not fill the cache."""
+        cache_key = key if self._cache_key is None else self._cache_key(key)
+        self._cache_map.pop(cache_key, None)
+        for state in self._states.values():
+            state.in_flight.pop(cache_key, None)
+        return self
+
+    def clear_all(self) -> Self:
+        """Forget every key: empty the ``cache_map`` and detach every load in flight."""
+        self._cache_map.clear()
+        for state in self._states.values():
+            state.in_flight.clear()
+        return self
+
+    def _future_nowait(self, key: K, cache_key: Hashable) -> asyncio.Future[V]:
+        state = self._states.get()
+        loop = state.loop
+        if loop is None:
+            loop = state.loop = asyncio.get_running_loop()
+        future: asyncio.Future[V] = loop.create_future()
+        load = state.in_flight.get(cache_key)
+        if load is not None:
+            # Each caller waits on its own future, so a cancelled caller cannot cancel
+            # the load for the others.
+            load.waiters.append(future)
+            return future
+        load = _Load(key, cache_key, state, future)
+        state.in_flight[cache_key] = load
+        try:
+            state.batcher.put(load, callback=self._deliver_cb)
+        except BaseException:
+            del state.in_flight[cache_key]
+            raise
+        return future
+
+    async def _run_batch(self, loads: list[_Load[K, V]]) -> Sequence[V | BaseException]:
+        values = self._load_fn([load.key for load in loads])
+        if inspect.isawaitable(values):
+            return await values
+        return values
+
+    def _deliver(self, load: _Load[K, V], outcome: V | BaseException) -> None:
+        in_flight = load.loop_state.in_flight
+        # A load detached by clear() must neither fill the cache nor evict a newer value.
+        current = in_flight.get(load.cache_key) is load
+        if current:
+            del in_flight[load.cache_key]
+        if isinstance(outcome, BaseException):
+            if current:
+                self._cache_map.pop(load.cache_key, None)
+            for future in load.waiters:
+                if not future.done():
+                    future.set_exception(outcome)
+            return
+        if current and self._cache:
+            self._cache_map[load.cache_key] = outcome
+        for future in load.waiters:
+            if not future.done():
+                future.set_result(outcome)
