@@ -264,12 +264,21 @@ class CronScheduler:
             [info.name for info in await scheduler.infos(now) if info.late]
         """
         states = {state.name: state for state in await self._store.cron_states()}
-        infos = []
-        for name, cron in self._crons.items():
-            records = await self._store.list_jobs(name=name, limit=_RECENT_RECORDS)
-            ticks = [job for job in records if job.type is JobType.CRON_TASK]
-            infos.append(cron_info(name, cron, self._specs[name], states.get(name), ticks, now))
-        return infos
+        names = list(self._crons)
+        recent = await asyncio.gather(
+            *(self._store.list_jobs(name=name, limit=_RECENT_RECORDS) for name in names)
+        )
+        return [
+            cron_info(
+                name,
+                self._crons[name],
+                self._specs[name],
+                states.get(name),
+                [job for job in records if job.type is JobType.CRON_TASK],
+                now,
+            )
+            for name, records in zip(names, recent, strict=True)
+        ]
 
 
 def _spec(name: str, cron: CronDef, default_timezone: str) -> CronSpec:
