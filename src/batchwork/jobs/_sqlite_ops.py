@@ -12,6 +12,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ._model import (
@@ -27,9 +28,8 @@ from ._model import (
     Outcome,
     Recovery,
     WorkerInfo,
-    load_json,
 )
-from ._sqlite_schema import from_us, opt_from_us, to_us
+from ._sqlite_schema import from_us, to_us
 
 JOB_COLUMNS = (
     "id, name, type, status, payload, result, error, attempts, tag, priority, worker_id,"
@@ -39,6 +39,7 @@ JOB_COLUMNS = (
 ACTIVE_SQL = "('pending', 'running', 'paused')"
 CLAIMABLE_SQL = "('pending', 'paused')"
 
+_MISSING: Any = object()
 _STATUS = {status.value: status for status in JobStatus}
 _TYPE = {kind.value: kind for kind in JobType}
 _INSERTABLE = frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.MISSED})
@@ -51,33 +52,54 @@ _INSERT = (
 )
 
 
-def row_to_job(row: Sequence[Any]) -> Job:
-    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job`."""
+def row_to_job(row: Sequence[Any], times: dict[int | None, datetime | None] | None = None) -> Job:
+    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job`.
+
+    ``times`` memoizes instants across the rows of one result: rows claimed or enqueued
+    together share most of them, and building datetimes is most of a row's cost.
+    """
+    if times is None:
+        times = {None: None}
+    payload, result = row[4], row[5]
+    # Positional arguments in Job's field order (keywords cost more, per row).
     return Job(
-        id=row[0],
-        name=row[1],
-        type=_TYPE[row[2]],
-        status=_STATUS[row[3]],
-        payload=load_json(row[4]),
-        result=load_json(row[5]),
-        error=row[6],
-        attempts=row[7],
-        tag=row[8],
-        priority=row[9],
-        worker_id=row[10],
-        conflict_id=row[11],
-        scheduled_for=from_us(row[12]),
-        created_at=from_us(row[13]),
-        started_at=opt_from_us(row[14]),
-        ended_at=opt_from_us(row[15]),
-        updated_at=from_us(row[16]),
-        duration=row[17],
-        unique_key=row[18],
-        resumable=bool(row[19]),
-        max_crashes=row[20],
-        crashes=row[21],
-        cancel_requested=bool(row[22]),
+        row[0],
+        row[1],
+        _TYPE[row[2]],
+        _STATUS[row[3]],
+        None if payload is None else json.loads(payload),
+        None if result is None else json.loads(result),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        _instant(times, row[12]),
+        _instant(times, row[13]),
+        _instant(times, row[14]),
+        _instant(times, row[15]),
+        _instant(times, row[16]),
+        row[17],
+        row[18],
+        bool(row[19]),
+        row[20],
+        row[21],
+        bool(row[22]),
     )
+
+
+def _instant(times: dict[int | None, datetime | None], us: int | None) -> Any:
+    at = times.get(us, _MISSING)
+    if at is _MISSING:
+        at = times[us] = from_us(us)  # type: ignore[arg-type]  # None is always in times
+    return at
+
+
+def rows_to_jobs(rows: Sequence[Sequence[Any]]) -> list[Job]:
+    """:func:`row_to_job` for every row, sharing one memo of instants."""
+    times: dict[int | None, datetime | None] = {None: None}
+    return [row_to_job(row, times) for row in rows]
 
 
 # -- producing -----------------------------------------------------------------------------
@@ -244,7 +266,7 @@ def claim(
     ).fetchall()
     # RETURNING gives no order; hand jobs back in the order they were chosen.
     rows.sort(key=lambda row: (-row[9], row[12], row[0]))
-    return [Claimed(row_to_job(row), row[23]) for row in rows]
+    return [Claimed(job, row[23]) for job, row in zip(rows_to_jobs(rows), rows, strict=True)]
 
 
 def claim_job(conn: sqlite3.Connection, worker_id: str, job_id: int, now_us: int) -> Claimed | None:
@@ -378,7 +400,7 @@ def recover(conn: sqlite3.Connection, now_us: int) -> Recovery:
         (dead_json,),
     )
     return Recovery(
-        crashed=tuple(sorted((row_to_job(row) for row in crashed), key=lambda job: job.id)),
+        crashed=tuple(sorted(rows_to_jobs(crashed), key=lambda job: job.id)),
         resumed=tuple(sorted(row[0] for row in resumed)),
         dead_workers=tuple(dead),
     )
@@ -397,7 +419,7 @@ def claim_exit_hooks(
         f" ORDER BY id LIMIT ?) RETURNING {JOB_COLUMNS}",
         (worker_id, json.dumps(list(names)), limit),
     ).fetchall()
-    return sorted((row_to_job(row) for row in rows), key=lambda job: job.id)
+    return sorted(rows_to_jobs(rows), key=lambda job: job.id)
 
 
 def finish_exit_hooks(conn: sqlite3.Connection, worker_id: str, job_ids: Sequence[int]) -> None:

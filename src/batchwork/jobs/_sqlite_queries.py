@@ -16,7 +16,7 @@ from ._model import (
     TimelinePoint,
     WorkerInfo,
 )
-from ._sqlite_ops import JOB_COLUMNS, enqueue, row_to_job
+from ._sqlite_ops import JOB_COLUMNS, enqueue, row_to_job, rows_to_jobs
 from ._sqlite_schema import from_us
 
 # Which ended statuses count as failures in the throughput timeline.
@@ -122,7 +122,7 @@ def list_jobs(
         " ORDER BY id DESC LIMIT ? OFFSET ?",
         [*params, max(limit, 0), max(offset, 0)],
     ).fetchall()
-    return [row_to_job(row) for row in rows]
+    return rows_to_jobs(rows)
 
 
 def counts(conn: sqlite3.Connection) -> dict[tuple[str, JobStatus], int]:
