@@ -24,7 +24,7 @@ from batchwork.jobs._store import store_from_url
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, os, sys
+    import asyncio, os, sys, time
     from batchwork.jobs import JobProcessor
 
     url, runs = sys.argv[1], sys.argv[2]
@@ -35,6 +35,7 @@ WORKER = textwrap.dedent(
         # O_APPEND writes of one short line are atomic across processes.
         with open(runs, "a") as out:
             out.write(f"{os.getpid()}\\n")
+        time.sleep(0.3)  # long enough for the kill to catch a run now and then
 
     asyncio.run(processor.run_worker(concurrency=2))
     """
@@ -63,8 +64,8 @@ def stop(process: subprocess.Popen[bytes]) -> bytes:
 
 
 @pytest.mark.slow
-async def test_per_second_cron_with_a_killed_worker(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+async def test_per_second_cron_with_a_killed_worker(store_url: str, tmp_path: Path) -> None:
+    url = store_url
     runs = tmp_path / "runs.txt"
     runs.touch()
     workers = [spawn(url, runs) for _ in range(3)]
