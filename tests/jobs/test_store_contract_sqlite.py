@@ -228,3 +228,31 @@ async def test_sqlite_enqueue_on_a_caller_connection_is_refused(
             await store.enqueue([new_job(clock.now())], now=clock.now(), connection=object())
     finally:
         await store.close()
+
+
+async def test_sqlite_close_ends_a_wait_and_refuses_later_calls(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    waiter = asyncio.create_task(store.wait_for_work(30))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.close()
+    await asyncio.wait_for(waiter, 5)
+    with pytest.raises(StoreError, match="not open"):
+        await store.enqueue([new_job(clock.now())], now=clock.now())
+    await store.close()  # closing twice is harmless
+
+
+async def test_sqlite_calls_racing_close_are_answered(tmp_path: Path, clock: ManualClock) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    calls = [
+        asyncio.create_task(store.enqueue([new_job(clock.now())], now=clock.now()))
+        for _ in range(200)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+    assert all(isinstance(r, list | StoreError) for r in results)

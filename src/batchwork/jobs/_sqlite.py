@@ -191,6 +191,14 @@ class SQLiteStore:
         a write through this object wakes the waiter at once.
         """
         writer = self._threads()[0]
+        try:
+            await self._wait_for_work(writer, at_most)
+        except StoreError:
+            if self._writer is writer:
+                raise
+            # closed while waiting: nothing more will come through this store
+
+    async def _wait_for_work(self, writer: ConnectionThread, at_most: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(at_most, 0.0)
         if self._seen is None:

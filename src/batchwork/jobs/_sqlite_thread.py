@@ -84,12 +84,16 @@ class ConnectionThread:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish queued calls, close the connection and join the thread."""
-        if self._thread is None:
+        """Finish queued calls, close the connection and join the thread.
+
+        A call made while stopping fails with :class:`StoreError` (never hangs).
+        """
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
         self._queue.put(_STOP)
-        self._thread.join()
-        self._thread = None
+        thread.join()
+        self._fail_queued()
 
     async def call(
         self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False, notify: bool = False
@@ -100,7 +104,19 @@ class ConnectionThread:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Call(fn, loop, future, write=write, notify=notify))
+        if self._thread is None:  # stopped meanwhile: make sure the call is answered
+            self._fail_queued()
         return await future
+
+    def _fail_queued(self) -> None:
+        late = StoreError("the SQLite store was closed")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Call):
+                _answer([(item, False, late)])
 
     # -- on the thread -----------------------------------------------------------------
     def _run(self) -> None:
