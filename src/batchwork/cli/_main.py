@@ -8,6 +8,7 @@ store) print one line to stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -111,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         main(["jobs", "myapp:processor", "--status", "errored", "--json"])
     """
     args = build_parser().parse_args(argv)
+    if args.command not in LONG_RUNNING:
+        _quiet_drivers()
     try:
         status: int = args.handler(args)
     except UsageError as exc:
@@ -122,8 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(exc, BatchworkError):
             return _fail(_one_line(exc))
+        if isinstance(exc, OSError):  # e.g. a store path that cannot be created
+            return _fail(f"{type(exc).__name__}: {_one_line(exc)}")
         raise
     return status
+
+
+LONG_RUNNING = {"worker", "dashboard", "demo"}
+
+
+def _quiet_drivers() -> None:
+    # A one-shot command reports a store failure in its own one line; the connection
+    # pool's retry warnings would only repeat it over several lines.
+    logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 
 def _one_line(exc: BaseException) -> str:
