@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._model import Claimed, Job, JobStatus, Outcome, WorkerInfo
 from ._policy import decide
-from ._runner import ended_record, execute, handler_call, run_exit_hook
+from ._runner import Execution, ended_record, handler_call, run_exit_hook
 from ._signal import Signal
 
 if TYPE_CHECKING:
@@ -75,23 +75,23 @@ async def _run_one(
 ) -> Outcome:
     job = claimed.job
     signal = Signal()
-    processor._inline_signals[job.id] = signal
+    execution = Execution(
+        handler_call(job, definition, signal),
+        signal=signal,
+        max_runtime=_seconds(definition.max_runtime),
+        grace=processor.shutdown_grace,
+    )
+    processor._inline_runs[job.id] = execution
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        report = await execute(
-            handler_call(job, definition, signal),
-            signal=signal,
-            max_runtime=_seconds(definition.max_runtime),
-            grace=processor.shutdown_grace,
-        )
+        report = await execution.run()
     except asyncio.CancelledError:
-        await asyncio.shield(
-            _interrupted(processor, store, worker_id, claimed, loop.time() - started)
-        )
+        duration = loop.time() - started
+        await asyncio.shield(_interrupted(processor, store, worker_id, claimed, duration))
         raise
     finally:
-        processor._inline_signals.pop(job.id, None)
+        processor._inline_runs.pop(job.id, None)
     now = processor._now(store)
     decision = decide(
         report,
@@ -138,15 +138,15 @@ async def _heartbeat(processor: JobProcessor, store: Store, worker_id: str) -> N
     while True:
         await asyncio.sleep(processor.heartbeat_interval)
         try:
-            running = list(processor._inline_signals)
+            running = list(processor._inline_runs)
             beat = await store.heartbeat(worker_id, now=processor._now(store), running=running)
         except Exception:
             processor.logger.exception("inline worker %s: heartbeat failed", worker_id)
             continue
         for job_id in beat.cancel_ids:
-            signal = processor._inline_signals.get(job_id)
-            if signal is not None:
-                signal.set("cancelled")
+            execution = processor._inline_runs.get(job_id)
+            if execution is not None:
+                execution.stop("cancelled")
 
 
 def _inline_worker(worker_id: str, processor: JobProcessor, now: datetime) -> WorkerInfo:

@@ -138,6 +138,8 @@ def _decide_own_end(
     rng: random.Random | None,
 ) -> Decision:
     if report.end is RunEnd.RETURNED:
+        if report.value is None:  # the common case, without a JSON encoder round trip
+            return Decision(JobStatus.FINISHED, result_json="null")
         try:
             return Decision(JobStatus.FINISHED, result_json=dump_json(report.value, what="result"))
         except PayloadError as exc:

@@ -27,6 +27,7 @@ from ._model import (
     WorkerInfo,
     dump_json,
 )
+from ._runner import Execution
 from ._store import Store, store_from_url
 from ._worker import Worker
 
@@ -189,7 +190,7 @@ class JobProcessor:
         self._stores: dict[asyncio.AbstractEventLoop, tuple[Store, asyncio.Future[None]]] = {}
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
         self._changed: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
-        self._inline_signals: dict[int, Any] = {}
+        self._inline_runs: dict[int, Execution] = {}
         self._sync: SyncJobProcessor | None = None
 
     # -- registration --------------------------------------------------------------
@@ -409,9 +410,9 @@ class JobProcessor:
         if outcome is CancelResult.REQUESTED:
             for worker in builtins.list(self._workers):
                 worker.cancel_local(job_id)
-            signal = self._inline_signals.get(job_id)
-            if signal is not None:
-                signal.set("cancelled")
+            execution = self._inline_runs.get(job_id)
+            if execution is not None:
+                execution.stop("cancelled")
         else:
             self._job_changed()
         return True

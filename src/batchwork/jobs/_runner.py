@@ -19,7 +19,7 @@ from typing import Any
 from ._defs import CronDef, JobDef
 from ._model import Job, JobStatus, JobType, Outcome, load_json
 from ._policy import RunEnd, RunReport
-from ._signal import Signal
+from ._signal import Signal, SignalReason
 
 # After a hard cancel, how long an async handler may take to unwind before it is abandoned
 # (a handler that swallows CancelledError would otherwise hold the worker for ever).
@@ -58,64 +58,117 @@ async def call_maybe_async(fn: Callable[[], Any], *, executor: Executor | None =
     return result
 
 
-async def execute(
-    call: Callable[[], Any],
-    *,
-    signal: Signal,
-    max_runtime: float | None,
-    grace: float,
-    executor: Executor | None = None,
-) -> RunReport:
-    """Run one handler call under its signal and limits, and report how it ended.
+class Execution:
+    """One handler call under its signal, ``max_runtime`` and the grace.
 
-    The call runs until it returns, the signal is set, or ``max_runtime`` passes (which
-    sets the signal, reason ``"max_runtime"``). Once the signal is set the call has
-    ``grace`` seconds to return; then an async handler is cancelled and a thread is
-    abandoned (threads cannot be killed), and the report says ``STOPPED``.
+    :meth:`run` runs the handler in the calling task. :meth:`stop` sets the signal and
+    arms the grace timer; when it fires, the calling task is cancelled (an async handler
+    gets ``CancelledError``; a thread cannot be killed, so it is abandoned and its late
+    value discarded) and the report says ``STOPPED``. A handler that swallows the
+    cancellation is given up on after a short wait: ``on_abandon`` gets the report while
+    the task runs on, its end ignored. No task or timer is created unless needed.
     """
-    task = asyncio.ensure_future(call_maybe_async(call, executor=executor))
-    try:
-        await _wait_done_or_signal(task, signal, max_runtime)
-        if not task.done():
-            signal.set("max_runtime")  # no-op when another reason came first
-        reason = signal.reason
-        if not task.done():
-            await asyncio.wait({task}, timeout=grace)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=_UNWIND_WAIT)
-        _silence(task)
-        return RunReport(RunEnd.STOPPED, reason=reason, max_runtime=max_runtime)
-    return _report_from(task, reason, max_runtime)
 
+    __slots__ = (
+        "_abandon_timer",
+        "_call",
+        "_executor",
+        "_grace",
+        "_grace_timer",
+        "_hard_stopped",
+        "_loop",
+        "_on_abandon",
+        "_runtime_timer",
+        "_task",
+        "max_runtime",
+        "reported",
+        "signal",
+    )
 
-async def _wait_done_or_signal(
-    task: asyncio.Future[Any], signal: Signal, max_runtime: float | None
-) -> None:
-    if signal.cancelled:
-        return
-    waiter = asyncio.ensure_future(signal.wait())
-    try:
-        await asyncio.wait({task, waiter}, timeout=max_runtime, return_when="FIRST_COMPLETED")
-    finally:
-        waiter.cancel()
+    def __init__(
+        self,
+        call: Callable[[], Any],
+        *,
+        signal: Signal,
+        max_runtime: float | None,
+        grace: float,
+        executor: Executor | None = None,
+        on_abandon: Callable[[RunReport], None] | None = None,
+    ) -> None:
+        self._call = call
+        self.signal = signal
+        self.max_runtime = max_runtime
+        self._grace = grace
+        self._executor = executor
+        self._on_abandon = on_abandon
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._runtime_timer: asyncio.TimerHandle | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._abandon_timer: asyncio.TimerHandle | None = None
+        self._hard_stopped = False
+        self.reported = False
 
+    def stop(self, reason: SignalReason) -> None:
+        """Set the signal (the first reason wins) and start the grace, once."""
+        self.signal.set(reason)
+        if self._loop is not None and self._grace_timer is None and not self.reported:
+            self._grace_timer = self._loop.call_later(self._grace, self._hard_stop)
 
-def _report_from(task: asyncio.Future[Any], reason: Any, max_runtime: float | None) -> RunReport:
-    if task.cancelled():
-        return RunReport(RunEnd.STOPPED, reason=reason, max_runtime=max_runtime)
-    error = task.exception()
-    if error is not None:
-        return RunReport(RunEnd.RAISED, reason=reason, error=error, max_runtime=max_runtime)
-    return RunReport(RunEnd.RETURNED, reason=reason, value=task.result(), max_runtime=max_runtime)
+    async def run(self) -> RunReport:
+        """Run the handler in the current task and report how it ended."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        if self.max_runtime is not None:
+            self._runtime_timer = self._loop.call_later(self.max_runtime, self.stop, "max_runtime")
+        if self.signal.cancelled:  # set before the run started (e.g. at shutdown)
+            self._grace_timer = self._loop.call_later(self._grace, self._hard_stop)
+        try:
+            value = await call_maybe_async(self._call, executor=self._executor)
+        except asyncio.CancelledError:
+            if not self._hard_stopped:
+                raise
+            return self._report(RunEnd.STOPPED)
+        except Exception as exc:
+            return self._report(RunEnd.RAISED, error=exc)
+        finally:
+            self._cancel_timers()
+            if self._hard_stopped:
+                self._uncancel()
+        if self._hard_stopped:  # it swallowed the cancellation and returned: still stopped
+            return self._report(RunEnd.STOPPED)
+        return self._report(RunEnd.RETURNED, value=value)
 
+    def _report(self, end: RunEnd, *, value: Any = None, error: Any = None) -> RunReport:
+        self.reported = True
+        return RunReport(
+            end, reason=self.signal.reason, value=value, error=error, max_runtime=self.max_runtime
+        )
 
-def _silence(task: asyncio.Future[Any]) -> None:
-    # An abandoned task may still end later with an exception nobody reads; mark it read.
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    def _hard_stop(self) -> None:
+        if self.reported or self._task is None or self._loop is None:
+            return
+        self._hard_stopped = True
+        self._task.cancel()
+        if self._on_abandon is not None:
+            self._abandon_timer = self._loop.call_later(_UNWIND_WAIT, self._abandon)
+
+    def _abandon(self) -> None:
+        if self.reported or self._on_abandon is None:
+            return
+        self.reported = True
+        self._on_abandon(
+            RunReport(RunEnd.STOPPED, reason=self.signal.reason, max_runtime=self.max_runtime)
+        )
+
+    def _uncancel(self) -> None:
+        if self._task is not None and self._task.cancelling():
+            self._task.uncancel()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._runtime_timer, self._grace_timer, self._abandon_timer):
+            if timer is not None:
+                timer.cancel()
 
 
 async def run_exit_hook(

@@ -15,34 +15,21 @@ import os
 import signal as signals
 import socket
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ._cron_scheduler import CronScheduler
-from ._model import Claimed, Job, JobStatus, Outcome, WorkerInfo
-from ._policy import Decision, RunEnd, RunReport, decide, unknown_job_error
-from ._runner import (
-    definition_for,
-    ended_record,
-    execute,
-    handler_call,
-    run_exit_hook,
-)
-from ._signal import Signal
+from ._model import Job, WorkerInfo
+from ._runner import definition_for
+from ._worker_jobs import RunningJobs
 
 if TYPE_CHECKING:
     from ._processor import JobProcessor
     from ._store import Store
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 _EXIT_HOOK_BATCH = 100
-_WRITE_RETRY_WAIT = 0.5
 # Wake a little after a cron tick rather than a hair before it.
 _TICK_SLACK = 0.002
 
@@ -62,48 +49,6 @@ class WorkerStats:
     claimed: int
     ended: Mapping[str, int] = field(default_factory=dict)
     lost: int = 0
-
-
-@dataclass(slots=True, eq=False)
-class _Active:
-    claimed: Claimed
-    signal: Signal
-    task: asyncio.Task[None] | None = None
-    lost: bool = False
-
-
-class _GroupWriter(Generic[T, R]):
-    """Group commit: items submitted while a write is in flight go out together next."""
-
-    def __init__(self, write: Callable[[list[T]], Awaitable[R]], max_size: int = 1000) -> None:
-        self._write = write
-        self._max_size = max_size
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush())
-        return await asyncio.shield(future)
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = (
-                self._pending[: self._max_size],
-                self._pending[self._max_size :],
-            )
-            try:
-                result = await self._write([item for item, _ in batch])
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(result)
 
 
 class Worker:
@@ -150,18 +95,21 @@ class Worker:
         self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._running: dict[int, _Active] = {}
-        self._busy = 0
+        self._slot_freed: asyncio.Event | None = None
         self._stopping = False
         self._registered = False
         self._last_beat = 0.0
         self._pinned_now: datetime | None = None
         self._claimed = 0
-        self._lost = 0
-        self._ended: Counter[str] = Counter()
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="batchwork-job")
-        self._hook_executor = ThreadPoolExecutor(2, thread_name_prefix="batchwork-exit")
-        self._completions = _GroupWriter(self._write_outcomes)
+        self._jobs = RunningJobs(
+            processor,
+            concurrency,
+            worker_id=lambda: self.id,
+            store=self._ready,
+            now=self._now,
+            on_slot_freed=self._on_slot_freed,
+            logger=self._logger,
+        )
         self._cron: CronScheduler | None = None
         self._cron_wake_at: datetime | None = None
 
@@ -172,16 +120,18 @@ class Worker:
         return WorkerStats(
             id=self.id,
             concurrency=self.concurrency,
-            running=len(self._running),
+            running=len(self._jobs.active),
             claimed=self._claimed,
-            ended=dict(self._ended),
-            lost=self._lost,
+            ended=dict(self._jobs.ended),
+            lost=self._jobs.lost,
         )
 
     def stop(self) -> None:
         """Ask for a graceful shutdown (what SIGTERM does); :meth:`run` then returns."""
         self._stopping = True
         self._notify()
+        if self._slot_freed is not None:
+            self._slot_freed.set()
 
     async def run(self) -> None:
         """Work until :meth:`stop`, SIGTERM/SIGINT (with ``handle_signals``), cancellation
@@ -233,7 +183,7 @@ class Worker:
             await self._recover(now)
             await self._cron_pass(now)
             count = await self._claim(self.concurrency, now)
-            await self._wait_running()
+            await self._jobs.wait_all()
             return count
         finally:
             self._pinned_now = None
@@ -259,6 +209,7 @@ class Worker:
             return
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self._store = await self._processor._ready_store()
         await self._register()
         self._processor._attach(self)
@@ -269,12 +220,11 @@ class Worker:
     async def close(self) -> None:
         """Unregister and release threads; jobs must have ended (see :meth:`run`)."""
         self._processor._detach(self)
-        if self._registered and self._store is not None and not self._running:
+        await self._jobs.close()
+        if self._registered and self._store is not None and not self._jobs.active:
             with contextlib.suppress(Exception):
                 await self._store.unregister_worker(self.id)
         self._registered = False
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._hook_executor.shutdown(wait=False, cancel_futures=True)
 
     def cancel_local(self, job_id: int) -> None:
         """Set the signal of a job this worker runs (``processor.cancel`` calls it)."""
@@ -285,9 +235,9 @@ class Worker:
         except RuntimeError:
             running_here = False
         if running_here:
-            self._cancel_running(job_id, "cancelled")
+            self._jobs.stop(job_id, "cancelled")
         else:
-            self._loop.call_soon_threadsafe(self._cancel_running, job_id, "cancelled")
+            self._loop.call_soon_threadsafe(self._jobs.stop, job_id, "cancelled")
 
     def notify(self) -> None:
         """Wake the claim loop (new work was enqueued in this process); thread-safe."""
@@ -305,16 +255,30 @@ class Worker:
     # -- claiming ------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            free = self.concurrency - self._jobs.busy
+            if free <= 0:
+                await self._wait_for_slot()
+                continue
+            if not self._registered:  # lease lost: the heartbeat registers again
+                await self._idle_wait()
+                continue
             assert self._wake is not None
             self._wake.clear()
-            free = self.concurrency - self._busy
-            if free > 0 and self._registered:
-                count = await self._claim_safely(free)
-                if count == free:
-                    continue
-                if self._burst and count == 0 and not self._running:
-                    return
-            await self._idle_wait(free > 0)
+            count = await self._claim_safely(free)
+            if count == free:
+                continue  # more may be due: claim again as soon as slots free up
+            if self._burst and count == 0 and not self._jobs.active:
+                return
+            await self._idle_wait()
+
+    async def _wait_for_slot(self) -> None:
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        if self._jobs.busy >= self.concurrency and not self._stopping:
+            await self._slot_freed.wait()
+        # Let the other jobs that end in this same loop pass free their slots too, so
+        # that one claim takes many jobs instead of one.
+        await asyncio.sleep(0)
 
     async def _claim_safely(self, free: int) -> int:
         try:
@@ -331,15 +295,23 @@ class Worker:
             await store.release(self.id, [(c.job.id, c.lease) for c in claimed])
             return 0
         for item in claimed:
-            self._start_job(item)
+            self._jobs.start(item)
         self._claimed += len(claimed)
         return len(claimed)
 
-    async def _idle_wait(self, want_work: bool) -> None:
+    async def _idle_wait(self) -> None:
+        """Until new work may be due: an enqueue in this process, a commit by another
+        process (``wait_for_work``), a burst worker's job ending, or the poll interval."""
         assert self._wake is not None
-        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
-        if want_work:
-            waiters.add(asyncio.ensure_future(self._ready().wait_for_work(self._poll_interval)))
+        assert self._slot_freed is not None
+        if self._burst:
+            self._slot_freed.clear()
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._ready().wait_for_work(self._poll_interval)),
+        }
+        if self._burst:
+            waiters.add(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             done, _ = await asyncio.wait(
                 waiters, timeout=self._poll_interval, return_when="FIRST_COMPLETED"
@@ -350,101 +322,6 @@ class Worker:
         for waiter in done:
             if not waiter.cancelled() and waiter.exception() is not None:
                 self._logger.warning("worker %s: waiting for work failed: %r", self.id, waiter)
-
-    # -- running one job -----------------------------------------------------------
-    def _start_job(self, claimed: Claimed) -> None:
-        active = _Active(claimed, Signal())
-        self._running[claimed.job.id] = active
-        self._busy += 1
-        active.task = asyncio.ensure_future(self._run_job(active))
-
-    async def _run_job(self, active: _Active) -> None:
-        job = active.claimed.job
-        try:
-            report, duration = await self._execute(active)
-        finally:
-            self._busy -= 1
-            self._notify()
-        try:
-            await self._finish(active, report, duration)
-        finally:
-            self._running.pop(job.id, None)
-            self._processor._job_changed()
-
-    async def _execute(self, active: _Active) -> tuple[RunReport, float]:
-        job = active.claimed.job
-        definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        if definition is None:
-            known = [*self._processor.jobs, *self._processor.cron_defs]
-            return RunReport(RunEnd.NO_HANDLER, value=unknown_job_error(job.name, known)), 0.0
-        report = await execute(
-            handler_call(job, definition, active.signal),
-            signal=active.signal,
-            max_runtime=_float_or_none(definition.max_runtime),
-            grace=self._processor.shutdown_grace,
-            executor=self._executor,
-        )
-        return report, loop.time() - started
-
-    async def _finish(self, active: _Active, report: RunReport, duration: float) -> None:
-        job = active.claimed.job
-        definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
-        now = self._now()
-        decision = decide(
-            report,
-            # The handler's own definition wins: a producer that did not register the job
-            # recorded it with default options.
-            resumable=getattr(definition, "resumable", job.resumable),
-            attempts=job.attempts,
-            retries=getattr(definition, "retries", 0),
-            backoff=_float_or_none(getattr(definition, "backoff", 1.0)) or 0.0,
-            now=now,
-        )
-        if active.lost or not decision.write:
-            self._lost += 1
-            return
-        hook = getattr(definition, "on_exit", None)
-        outcome = _outcome(active.claimed, decision, now, duration, hook is not None)
-        if await self._write(outcome) and hook is not None and outcome.run_exit_hook:
-            await run_exit_hook(
-                hook, ended_record(job, outcome), self._logger, executor=self._hook_executor
-            )
-            await self._ready().finish_exit_hooks(self.id, [job.id])
-
-    async def _write(self, outcome: Outcome) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._processor.lease_timeout
-        while True:
-            try:
-                written = await self._completions.submit(outcome)
-            except Exception:
-                if loop.time() >= deadline or not self._registered:
-                    self._logger.exception(
-                        "worker %s: outcome of job %s lost", self.id, outcome.job_id
-                    )
-                    return False
-                await asyncio.sleep(_WRITE_RETRY_WAIT)
-                continue
-            ok = outcome.job_id in written
-            if ok:
-                self._ended[outcome.status] += 1
-            else:
-                self._lost += 1
-            return ok
-
-    async def _write_outcomes(self, outcomes: list[Outcome]) -> set[int]:
-        return await self._ready().complete(self.id, outcomes)
-
-    def _cancel_running(self, job_id: int, reason: Any) -> None:
-        active = self._running.get(job_id)
-        if active is not None:
-            active.signal.set(reason)
-
-    async def _wait_running(self) -> None:
-        while tasks := [a.task for a in self._running.values() if a.task is not None]:
-            await asyncio.wait(tasks)
 
     # -- heartbeat, recovery, exit hooks ------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -459,7 +336,7 @@ class Worker:
             await self._try_register()
             return
         try:
-            beat = await store.heartbeat(self.id, now=self._now(), running=list(self._running))
+            beat = await store.heartbeat(self.id, now=self._now(), running=list(self._jobs.active))
         except Exception:
             self._logger.exception("worker %s: heartbeat failed", self.id)
             if loop.time() - self._last_beat >= self._processor.lease_timeout:
@@ -471,18 +348,16 @@ class Worker:
             return
         self._last_beat = loop.time()
         for job_id in beat.cancel_ids:
-            self._cancel_running(job_id, "cancelled")
+            self._jobs.stop(job_id, "cancelled")
 
     def _lose_lease(self) -> None:
         self._logger.error(
             "worker %s lost its lease: stopping its %d running jobs, writing nothing for them",
             self.id,
-            len(self._running),
+            len(self._jobs.active),
         )
         self._registered = False
-        for active in self._running.values():
-            active.lost = True
-            active.signal.set("lease_lost")
+        self._jobs.stop_all("lease_lost", lost=True)
 
     async def _try_register(self) -> None:
         # The old id's row (if any) must expire on its own so that another worker recovers
@@ -567,7 +442,7 @@ class Worker:
         definition = definition_for(job, self._processor.jobs, self._processor.cron_defs)
         hook = getattr(definition, "on_exit", None)
         if hook is not None:
-            await run_exit_hook(hook, job, self._logger, executor=self._hook_executor)
+            await self._jobs.run_hook(hook, job)
 
     async def _cron_pass(self, now: datetime) -> datetime | None:
         if self._cron is None or not self._registered or self._stopping:
@@ -581,10 +456,9 @@ class Worker:
     # -- shutdown ------------------------------------------------------------------
     async def _shutdown(self) -> None:
         self._stopping = True
-        for active in self._running.values():
-            active.signal.set("shutdown")
-        # Each job's own task bounds its wait by the grace, then stops the handler.
-        await self._wait_running()
+        self._jobs.stop_all("shutdown")
+        # Each job bounds its own wait by the grace, then stops its handler.
+        await self._jobs.wait_all()
 
     def _install_signal_handlers(self) -> list[Callable[[], None]]:
         loop = asyncio.get_running_loop()
@@ -611,30 +485,13 @@ class Worker:
         if self._wake is not None:
             self._wake.set()
 
-
-def _outcome(
-    claimed: Claimed, decision: Decision, now: datetime, duration: float, has_hook: bool
-) -> Outcome:
-    status = JobStatus(decision.status)
-    return Outcome(
-        job_id=claimed.job.id,
-        lease=claimed.lease,
-        status=status,
-        ended_at=now,
-        duration=duration,
-        result_json=decision.result_json,
-        error=decision.error,
-        retry_at=decision.retry_at,
-        run_exit_hook=has_hook and status.ended,
-    )
+    def _on_slot_freed(self) -> None:
+        if self._slot_freed is not None:
+            self._slot_freed.set()
 
 
 def _remove_handler(loop: asyncio.AbstractEventLoop, sig: int) -> None:
     loop.remove_signal_handler(sig)
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _new_worker_id() -> str:
