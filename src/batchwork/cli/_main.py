@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -90,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("dashboard", commands.cmd_dashboard, "serve the web dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8321, help="port (default 8321)")
-    p.add_argument("--token", help="require this token for pages, API and actions")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("BATCHWORK_DASHBOARD_TOKEN") or None,
+        help="require this token for pages, API and actions "
+        "(default: $BATCHWORK_DASHBOARD_TOKEN; the variable keeps it out of `ps`)",
+    )
 
     p = command(
         "demo", commands.cmd_demo, "show batching, task runs and jobs working together", app=False
