@@ -143,6 +143,19 @@ async def test_missed_records_are_capped_with_a_summary(store: Store, at_hour: M
     assert "stands for 590 missed ticks" in summary.error
 
 
+async def test_runs_over_the_cap_are_missed_with_their_reason(
+    store: Store, at_hour: ManualClock
+) -> None:
+    crons = {"second": cron("* * * * * *", checkin_margin=60, exclusive=False)}
+    sched = scheduler(store, crons, missed_cap=5)
+    await sched.reconcile(at_hour.now())
+    await sched.run_due(at_hour.advance(8))
+    records = await ticks(store, "second")
+    assert statuses(records) == ["missed"] * 3 + ["pending"] * 5
+    assert records[0].error is not None
+    assert "more ticks were due than one pass runs" in records[0].error
+
+
 async def test_exclusive_cron_skips_only_while_a_run_is_active(
     store: Store, at_hour: ManualClock
 ) -> None:

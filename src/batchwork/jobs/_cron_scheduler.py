@@ -363,6 +363,11 @@ def _missed_reason(
             f"newer tick {newest.isoformat() if newest else '?'}, which ran instead "
             "(checkin_margin=None runs only the newest due tick)"
         )
+    if late <= margin:
+        return (
+            f"missed: tick {tick.isoformat()} was within its checkin_margin of {margin:g} s, "
+            "but more ticks were due than one pass runs; newer ones ran"
+        )
     return (
         f"missed: tick {tick.isoformat()} was found {late:.0f} s late, "
         f"past its checkin_margin of {margin:g} s"
