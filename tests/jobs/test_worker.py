@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -444,3 +445,40 @@ async def test_cron_ticks_are_fired_and_run_by_the_worker(
     assert tick.status == JobStatus.FINISHED
     assert tick.scheduled_for == clock.now()
     assert ran == ["tick"]
+
+
+async def test_a_handler_that_swallows_cancellation_is_given_up_on(
+    processor: JobProcessor,
+) -> None:
+    gave_up = asyncio.Event()
+
+    @processor.job(max_runtime=0.05)
+    async def deaf(job: Job, signal: Signal) -> None:
+        while not gave_up.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.01)
+
+    job_id = await deaf.enqueue()
+    try:
+        async with Worker(processor, concurrency=1) as worker:
+            await asyncio.wait_for(worker.drain(), 10)
+            assert worker.stats.running == 0  # its slot is free again
+        assert (await processor.get(job_id)).status == JobStatus.TIMED_OUT
+    finally:
+        gave_up.set()
+
+
+async def test_sync_handler_can_block_on_its_signal(processor: JobProcessor) -> None:
+    @processor.job()
+    def waits(job: Job, signal: Signal) -> str:
+        signal.wait_blocking(10)
+        return str(signal.reason)
+
+    job_id = await waits.enqueue()
+    worker = processor.worker(poll_interval=60)
+    run = asyncio.ensure_future(worker.run())
+    await wait_until(lambda: _is(processor, job_id, "running"))
+    worker.stop()  # shutdown signal: a non-resumable job returning in time ends normally
+    await run
+    job = await processor.get(job_id)
+    assert (job.status, job.result) == ("finished", "shutdown")
