@@ -322,18 +322,23 @@ class Group:
         batch.waited = now - entries[0][AT]
         owner = self.owner
         owner._pending -= taken
-        owner._counters.waits.extend([now - entry[AT] for entry in entries])
+        if taken == 1:
+            owner._counters.waits.append(batch.waited)
+        else:
+            owner._counters.waits.extend([now - entry[AT] for entry in entries])
         self.running += 1
         self.inflight.append(batch)
-        owner._room_freed()
+        if owner._max_pending is not None or owner._change is not None:
+            owner._room_freed()
         return batch
 
     def finish(self, batch: Batch) -> None:
         """A batch left the batch function: free its slot and start what is due."""
         self.running -= 1
         self.inflight.remove(batch)
-        self.pump()
-        if not self.listed and not self.queue and not self.running:
+        if self.queue:
+            self.pump()
+        elif not self.listed and not self.running:
             self.owner._forget(self)
 
     def discard_pending(self) -> list[Entry]:
