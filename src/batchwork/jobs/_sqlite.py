@@ -144,6 +144,11 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish queued calls, close both connections and join their threads."""
+        writer = self._writer
+        if writer is not None:
+            # Lets SQLite refresh the planner's statistics where they went stale.
+            with contextlib.suppress(StoreError):
+                await writer.call(lambda conn: conn.execute("PRAGMA optimize"))
         threads = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
         self._seen = None
