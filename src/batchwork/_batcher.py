@@ -6,21 +6,18 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from ._batch_answers import Answers, cancel_all
 from ._batch_group import (
     DROPPED,
     FOREVER,
-    FUT,
-    INDEX,
     ITEM,
-    SINK,
     STATE,
     Batch,
     Entry,
@@ -105,7 +102,6 @@ class Batcher(Generic[T, R]):
         }
         self._max_pending = max_pending
         self._on_batch = on_batch
-        self._on_result = on_result
         self._executor = executor
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,6 +113,7 @@ class Batcher(Generic[T, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._change: asyncio.Future[None] | None = None
         self._counters = Counters()
+        self._answers = Answers(self._counters, self.name, on_batch, on_result)
         self._rng = random.Random()
 
     def __repr__(self) -> str:
@@ -429,7 +426,7 @@ class Batcher(Generic[T, R]):
         for group in list(self._groups.values()):
             entries = group.discard_pending()
             if entries:
-                self._fail_all(entries, closed, log=True)
+                self._answers.fail_all(entries, closed)
         waiters = self._room_waiters
         while waiters:
             fut = waiters.popleft()
@@ -512,19 +509,19 @@ class Batcher(Generic[T, R]):
                 error = None
                 outcomes, error = self._route(raw, items, settings)
                 break
-            awaiting = self._settle(batch, outcomes, error)
-            self._report(group, batch, attempts, started, error)
+            awaiting = self._answers.settle(batch, outcomes, error)
+            self._answers.report(group, batch, attempts, started, error)
         except asyncio.CancelledError:
             # Cancelled from outside (e.g. the loop is shutting down): nobody will answer
             # these callers, so cancel them rather than leave them hanging.
-            self._cancel_all(batch.entries)
+            cancel_all(batch.entries)
             raise
         finally:
             group.finish(batch)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise error  # after answering the callers, let it stop the loop as asyncio does
         if awaiting:
-            await self._await_callbacks(awaiting)
+            await self._answers.await_callbacks(awaiting)
 
     def _route(
         self, raw: object, items: list[T], settings: Settings[T, R]
@@ -586,126 +583,6 @@ class Batcher(Generic[T, R]):
             result = await result
         return result
 
-    # -- answering callers -----------------------------------------------------------------
-
-    def _settle(
-        self, batch: Batch, outcomes: Any, error: BaseException | None
-    ) -> list[Awaitable[object]]:
-        entries = batch.entries
-        if batch.abandoned and not batch.puts:
-            return []
-        if outcomes is None:
-            error = error if error is not None else asyncio.CancelledError()
-            return self._fail_all(entries, error, log=True)
-        puts: list[tuple[Entry, Any]] = []
-        failed = 0
-        for entry, outcome in zip(entries, outcomes):  # noqa: B905 - lengths checked
-            fut = entry[FUT]
-            if fut is None:
-                puts.append((entry, outcome))
-                if isinstance(outcome, BaseException):
-                    failed += 1
-                continue
-            is_error = isinstance(outcome, BaseException)
-            if is_error:
-                failed += 1
-            sink = entry[SINK]
-            if sink is not None:
-                sink.settle(entry[INDEX], outcome)
-            elif not fut.done():
-                if is_error:
-                    _set_exception(fut, outcome)
-                else:
-                    fut.set_result(outcome)
-        self._counters.item_errors += failed
-        return self._run_callbacks(puts) if puts else []
-
-    def _fail_all(
-        self, entries: list[Entry], error: BaseException, *, log: bool
-    ) -> list[Awaitable[object]]:
-        puts: list[tuple[Entry, Any]] = []
-        for entry in entries:
-            fut = entry[FUT]
-            if fut is None:
-                puts.append((entry, error))
-            elif entry[SINK] is not None:
-                entry[SINK].settle(entry[INDEX], error)
-            elif not fut.done():
-                _set_exception(fut, error)
-        self._counters.item_errors += len(entries)
-        return self._run_callbacks(puts) if puts else []
-
-    def _cancel_all(self, entries: list[Entry]) -> None:
-        for entry in entries:
-            fut = entry[FUT]
-            if fut is not None and not fut.done():
-                fut.cancel()
-
-    def _run_callbacks(self, puts: list[tuple[Entry, Any]]) -> list[Awaitable[object]]:
-        awaiting: list[Awaitable[object]] = []
-        default = self._on_result
-        for entry, outcome in puts:
-            callback = entry[SINK] or default
-            item = entry[ITEM]
-            if callback is None:
-                if isinstance(outcome, BaseException):
-                    logger.error(
-                        "batcher %r: put item %r failed and has no callback",
-                        self.name,
-                        item,
-                        exc_info=outcome,
-                    )
-                continue
-            try:
-                returned = callback(item, outcome)
-            except Exception:
-                logger.exception("batcher %r: callback for put item %r raised", self.name, item)
-                continue
-            if inspect.isawaitable(returned):
-                awaiting.append(returned)
-        return awaiting
-
-    async def _await_callbacks(self, awaiting: list[Awaitable[object]]) -> None:
-        for awaitable in awaiting:
-            try:
-                await awaitable
-            except Exception:
-                logger.exception("batcher %r: async put callback raised", self.name)
-
-    def _report(
-        self,
-        group: Group,
-        batch: Batch,
-        attempts: int,
-        started: float,
-        error: BaseException | None,
-    ) -> None:
-        counters = self._counters
-        counters.batches += 1
-        counters.batched_items += len(batch.entries)
-        if batch.abandoned:
-            counters.cancelled_batches += 1
-        elif error is not None:
-            counters.errors += 1
-        on_batch = self._on_batch
-        if on_batch is None:
-            return
-        info = BatchInfo(
-            id=os.urandom(8).hex(),
-            key=group.key,
-            size=len(batch.entries),
-            attempts=attempts,
-            waited=batch.waited,
-            duration=group.loop.time() - started,
-            error=error,
-            reason=batch.reason.value,
-            cancelled=batch.abandoned,
-        )
-        try:
-            on_batch(info)
-        except Exception:
-            logger.exception("batcher %r: on_batch callback raised", self.name)
-
 
 def _uncancel() -> None:
     # The cancellation was ours (every caller left); do not let it leak into the rest of
@@ -713,10 +590,3 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-def _set_exception(fut: asyncio.Future[Any], error: BaseException) -> None:
-    try:
-        fut.set_exception(error)
-    except TypeError:  # StopIteration cannot travel through a future
-        fut.set_exception(RuntimeError(f"batch function returned {error!r}"))
