@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import io
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -58,7 +57,7 @@ async def test_on_progress_once_per_task_end_with_consistent_counters() -> None:
     assert last.rate == pytest.approx(5 / 3)
 
 
-def test_progress_percent_and_frozen() -> None:
+async def test_progress_percent_and_frozen() -> None:
     p = Progress(
         total=4,
         done=0,
@@ -76,7 +75,7 @@ def test_progress_percent_and_frozen() -> None:
         p.done = 1  # type: ignore[misc]
 
 
-def test_runner_progress_snapshot_outside_a_run() -> None:
+async def test_runner_progress_snapshot_outside_a_run() -> None:
     runner = TaskRunner()
     runner.push(print)
     snapshot = runner.progress
@@ -116,7 +115,7 @@ def _snapshot(done: int, total: int) -> Progress:
     )
 
 
-def test_the_bar_draws_on_a_terminal() -> None:
+async def test_the_bar_draws_on_a_terminal() -> None:
     out = io.StringIO()
     bar = open_bar(Console(file=out, force_terminal=True, width=100))
     bar.update(_snapshot(3, 4))
@@ -126,7 +125,7 @@ def test_the_bar_draws_on_a_terminal() -> None:
     assert "3.0/s" in drawn
 
 
-def test_the_bar_draws_nothing_off_a_terminal() -> None:
+async def test_the_bar_draws_nothing_off_a_terminal() -> None:
     out = io.StringIO()
     bar = open_bar(Console(file=out, force_terminal=False))
     bar.update(_snapshot(1, 2))
@@ -144,7 +143,8 @@ async def test_progress_bar_run_off_a_terminal_prints_nothing(
     assert capfd.readouterr() == ("", "")
 
 
-def test_rich_is_imported_only_when_a_run_with_a_bar_starts() -> None:
+async def test_rich_is_imported_only_when_a_run_with_a_bar_starts() -> None:
+    # A fresh interpreter: creating runners and pushing needs no event loop and no rich.
     script = textwrap.dedent(
         """
         import asyncio, sys
@@ -153,12 +153,14 @@ def test_rich_is_imported_only_when_a_run_with_a_bar_starts() -> None:
         async def ok():
             return 1
 
+        plain = batchwork.TaskRunner()
+        plain.push(ok)
+        with_bar = batchwork.TaskRunner(progress_bar=True)
+        with_bar.push(ok)
+        print("rich" in sys.modules)
+
         async def main():
-            plain = batchwork.TaskRunner()
-            plain.push(ok)
             await plain.start()
-            with_bar = batchwork.TaskRunner(progress_bar=True)
-            with_bar.push(ok)
             print("rich" in sys.modules)
             await with_bar.start()
             print("rich" in sys.modules)
@@ -168,8 +170,14 @@ def test_rich_is_imported_only_when_a_run_with_a_bar_starts() -> None:
     )
     src = str(Path(batchwork.__file__).parent.parent)
     env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert done.stdout.split() == ["False", "True"]
-    assert done.stderr == ""
+    stdout, stderr = await process.communicate()
+    assert stderr == b""
+    assert stdout.split() == [b"False", b"False", b"True"]

@@ -591,12 +591,12 @@ async def test_a_raising_callback_is_logged_and_does_not_stop_the_run(
         ({"rate_limit": -1.0}, "rate_limit"),
     ],
 )
-def test_invalid_options_name_the_option(options: dict[str, Any], named: str) -> None:
+async def test_invalid_options_name_the_option(options: dict[str, Any], named: str) -> None:
     with pytest.raises(ValueError, match=named):
         TaskRunner(**options)
 
 
-def test_push_refuses_bad_arguments_without_a_running_loop() -> None:
+async def test_push_refuses_bad_arguments_and_adds_nothing() -> None:
     runner = TaskRunner()
     other = TaskRunner()
     foreign = other.push(print)
