@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Hashable, Iterable, MutableMapping, Sequence
 from typing import Any, Generic, Literal, Self, TypeVar, overload
@@ -111,16 +112,27 @@ class DataLoader(Generic[K, V]):
         """The ``Batcher`` of the running loop (for ``stats``); outside a loop the last one."""
         return self._states.current().batcher
 
-    async def load(self, key: K) -> V:
-        """Load one key: from the cache, from a load of an equal key in flight, or in the
-        next batch. Raises the key's failure."""
+    def load(self, key: K) -> asyncio.Future[V]:
+        """Load one key: ``value = await loader.load(key)``.
+
+        The value comes from the cache, from a load of an equal key already in flight, or
+        from the next batch; a failure is raised by the ``await``. ``load`` schedules the
+        load at once and returns an ``asyncio.Future`` (not a coroutine), so gathering
+        many loads costs no task each; every call gets its own future, so a caller that
+        is cancelled never cancels the load for the others. Needs a running loop.
+        """
         cache_key = key if self._cache_key is None else self._cache_key(key)
+        state, loop = self._state()
         if self._cache:
             try:
-                return self._cache_map[cache_key]
+                value = self._cache_map[cache_key]
             except KeyError:
                 pass
-        return await self._future_nowait(key, cache_key)
+            else:
+                future: asyncio.Future[V] = loop.create_future()
+                future.set_result(value)
+                return future
+        return self._enqueue(state, loop, key, cache_key)
 
     @overload
     async def load_many(
@@ -138,27 +150,30 @@ class DataLoader(Generic[K, V]):
         Waits for every key, then raises the failure of the first failed key in ``keys``
         order, unless ``return_exceptions=True``, which puts each failure in its place.
         """
+        state, loop = self._state()
+        cache_key_of = self._cache_key
+        cache_map = self._cache_map if self._cache else None
         slots: list[Any] = []
-        futures: list[asyncio.Future[V]] = []
-        is_future: list[bool] = []
+        loaded: list[bool] = []  # per slot: a future of ours (True) or a cached value
+        ours: dict[Hashable, asyncio.Future[V]] = {}
         for key in keys:
-            cache_key = key if self._cache_key is None else self._cache_key(key)
-            if self._cache:
-                try:
-                    slots.append(self._cache_map[cache_key])
-                    is_future.append(False)
-                    continue
-                except KeyError:
-                    pass
-            future = self._future_nowait(key, cache_key)
+            cache_key = key if cache_key_of is None else cache_key_of(key)
+            future = ours.get(cache_key)
+            if future is None:
+                if cache_map is not None:
+                    try:
+                        slots.append(cache_map[cache_key])
+                        loaded.append(False)
+                        continue
+                    except KeyError:
+                        pass
+                future = ours[cache_key] = self._enqueue(state, loop, key, cache_key)
             slots.append(future)
-            futures.append(future)
-            is_future.append(True)
-        if futures:
-            await asyncio.gather(*futures, return_exceptions=True)
+            loaded.append(True)
+        await _settled(ours.values())
         results: list[V | BaseException] = []
-        for slot, pending in zip(slots, is_future, strict=True):
-            if not pending:
+        for slot, is_future in zip(slots, loaded, strict=True):
+            if not is_future:
                 results.append(slot)
                 continue
             exc = slot.exception()
@@ -192,16 +207,19 @@ class DataLoader(Generic[K, V]):
             state.in_flight.clear()
         return self
 
-    def _future_nowait(self, key: K, cache_key: Hashable) -> asyncio.Future[V]:
+    def _state(self) -> tuple[_LoopState[K, V], asyncio.AbstractEventLoop]:
         state = self._states.get()
         loop = state.loop
         if loop is None:
             loop = state.loop = asyncio.get_running_loop()
+        return state, loop
+
+    def _enqueue(
+        self, state: _LoopState[K, V], loop: asyncio.AbstractEventLoop, key: K, cache_key: Hashable
+    ) -> asyncio.Future[V]:
         future: asyncio.Future[V] = loop.create_future()
         load = state.in_flight.get(cache_key)
         if load is not None:
-            # Each caller waits on its own future, so a cancelled caller cannot cancel
-            # the load for the others.
             load.waiters.append(future)
             return future
         load = _Load(key, cache_key, state, future)
@@ -237,3 +255,22 @@ class DataLoader(Generic[K, V]):
         for future in load.waiters:
             if not future.done():
                 future.set_result(outcome)
+
+
+async def _settled(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Wait until every future is done, without raising their exceptions.
+
+    Awaiting them one by one suspends about once per batch (they finish batch by batch),
+    which is far cheaper than ``gather``'s callback per future. If the caller is
+    cancelled, the rest are cancelled too, so no failure is left unretrieved.
+    """
+    pending = [future for future in futures if not future.done()]
+    try:
+        for future in pending:
+            if not future.done():
+                with contextlib.suppress(Exception):
+                    await future
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        raise

@@ -90,6 +90,11 @@ class SyncBatcher(Generic[T, R]):
         self._fast_submit = max_pending is None
         self._closed = False
         self._close_lock = threading.Lock()
+        # submit() hands items to the loop thread through this inbox; closing under the
+        # same lock orders every accepted item before the batcher's close.
+        self._inbox: list[tuple[T, Hashable, concurrent.futures.Future[R]]] = []
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
         # Garbage collection stops an unclosed batcher's idle thread; at interpreter exit
         # the daemon thread is simply abandoned (a hung fn must not block exit).
         weakref.finalize(self, _stop_portal, self._portal).atexit = False
@@ -109,7 +114,18 @@ class SyncBatcher(Generic[T, R]):
             return self._call(functools.partial(self._batcher.submit, item, key=key))
         self._portal.refuse_own_thread()
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._schedule(self._put, item, key, _resolver(future), future)
+        with self._inbox_lock:
+            if self._closed:
+                raise self._closed_error()
+            self._inbox.append((item, key, future))
+            # One wake-up of the loop thread serves every item that arrives before it runs.
+            if not self._drain_scheduled:
+                try:
+                    self._portal.call_soon(self._drain)
+                except PortalClosed:
+                    self._inbox.pop()
+                    raise self._closed_error() from None
+                self._drain_scheduled = True
         return future.result()
 
     @overload
@@ -176,7 +192,8 @@ class SyncBatcher(Generic[T, R]):
         with self._close_lock:
             if self._closed:
                 return
-            self._closed = True
+            with self._inbox_lock:
+                self._closed = True
             if self._portal.started:
                 self._portal.call(functools.partial(self._batcher.close, drain=drain))
             self._portal.close()
@@ -211,24 +228,16 @@ class SyncBatcher(Generic[T, R]):
         state = "closed" if self._closed else "open"
         return f"<SyncBatcher name={self._name!r} {state}>"
 
-    def _put(
-        self,
-        item: T,
-        key: Hashable | None,
-        callback: Callable[[T, Any], None],
-        future: concurrent.futures.Future[R],
-    ) -> None:
-        try:
-            self._batcher.put(item, key=key, callback=callback)
-        except BaseException as exc:
-            future.set_exception(exc)
-
-    def _schedule(self, fn: Callable[..., object], *args: Any) -> None:
-        self._check_open()
-        try:
-            self._portal.call_soon(fn, *args)
-        except PortalClosed:
-            raise self._closed_error() from None
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+            self._drain_scheduled = False
+        put = self._batcher.put
+        for item, key, future in inbox:
+            try:
+                put(item, key=key, callback=_resolver(future))
+            except BaseException as exc:
+                future.set_exception(exc)
 
     def _call(self, fn: Callable[[], Coroutine[Any, Any, X]]) -> X:
         self._check_open()

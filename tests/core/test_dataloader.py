@@ -311,6 +311,24 @@ async def test_batcher_stats_are_reachable() -> None:
     assert loader.batcher.stats.batches == 1
 
 
+@virtual_time
+async def test_load_returns_a_future_scheduled_at_once() -> None:
+    source = Source()
+    loader = DataLoader(source)
+    future = loader.load(1)
+    assert isinstance(future, asyncio.Future)
+    await asyncio.sleep(0.01)  # nobody awaits it, yet the load ran
+    assert source.calls == [[1]]
+    assert future.result() == "v1"
+    cached = loader.load(1)
+    assert cached.done()  # a cache hit is answered at once
+
+
+def test_load_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError):
+        DataLoader(Source()).load(1)
+
+
 def test_invalid_options_fail_at_construction() -> None:
     with pytest.raises(ValueError, match="max_size"):
         DataLoader(Source(), max_size=0)
@@ -333,8 +351,12 @@ def test_module_level_loader_works_across_loops() -> None:
 def test_cache_is_shared_across_loops() -> None:
     source = Source()
     loader = DataLoader(source)
-    assert asyncio.run(loader.load(4)) == "v4"
-    assert asyncio.run(loader.load(4)) == "v4"
+
+    async def load_four() -> str:
+        return await loader.load(4)
+
+    assert asyncio.run(load_four()) == "v4"
+    assert asyncio.run(load_four()) == "v4"
     assert source.calls == [[4]]
 
 
