@@ -97,6 +97,8 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._slot_freed: asyncio.Event | None = None
         self._stopping = False
+        self._started = False
+        self._closed = False
         self._registered = False
         self._last_beat = 0.0
         self._pinned_now: datetime | None = None
@@ -204,9 +206,13 @@ class Worker:
         await self.close()
 
     async def start(self) -> None:
-        """Open the store, register this worker and reconcile crons (once)."""
-        if self._registered:
+        """Open the store, register this worker and reconcile crons (once; a closed
+        worker cannot start again: make a new one)."""
+        if self._closed:
+            raise RuntimeError(f"worker {self.id} is closed: create a new Worker")
+        if self._started:
             return
+        self._started = True
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -219,6 +225,9 @@ class Worker:
 
     async def close(self) -> None:
         """Unregister and release threads; jobs must have ended (see :meth:`run`)."""
+        if self._closed:
+            return
+        self._closed = True
         self._processor._detach(self)
         await self._jobs.close()
         if self._registered and self._store is not None and not self._jobs.active:
