@@ -181,6 +181,8 @@ class Group:
             self._open_window(entries[0][AT])
 
     def _open_window(self, at: float) -> None:
+        if self.running >= self.settings.max_concurrency:
+            return  # every slot is taken: the batch that ends first pumps the queue
         if self.next_tick:
             # Next-tick mode: everything already scheduled in this loop iteration (e.g.
             # the other tasks of a gather) runs before this task starts and joins the

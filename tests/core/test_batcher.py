@@ -634,3 +634,16 @@ def test_invalid_options_raise_value_error_naming_the_option(
 ) -> None:
     with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
         Batcher(Recorder(), **options)
+
+
+async def test_next_tick_items_gather_while_every_slot_is_busy() -> None:
+    fn = Recorder(delay=1.0)
+    batcher = Batcher(fn, max_size=10, max_wait=0)
+    tasks = []
+    for i in range(4):
+        tasks.append(asyncio.create_task(batcher.submit(i)))
+        await asyncio.sleep(0.1)
+    assert await asyncio.gather(*tasks) == [0, 10, 20, 30]
+    assert fn.batches == [[0], [1, 2, 3]]
+    assert fn.times == [0.0, 1.0]
+    await batcher.close()
