@@ -45,6 +45,7 @@ T = TypeVar("T")
 logger = logging.getLogger("batchwork")
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
+_ENDED_HOW: Final = {FAILED: "failed", SKIPPED: "was skipped", CANCELLED: "was cancelled"}
 
 TaskStatus: TypeAlias = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 NeedsFailedPolicy: TypeAlias = Literal["fail", "skip"] | Callable[[BaseException], Any]
@@ -193,20 +194,24 @@ class _Run:
         "loop",
         "next_start",
         "started_at",
+        "stopped_at",
         "thread",
         "timer",
-        "waiter",
+        "waiters",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.thread = threading.get_ident()
         self.started_at = loop.time()
+        self.stopped_at: float | None = None
         self.done: asyncio.Future[None] = loop.create_future()
         self.finished = False
         self.ended = 0
         self.completed: list[TaskHandle[Any]] = []
-        self.waiter: asyncio.Future[None] | None = None
+        # One future per as_completed() consumer waiting for the next end: a shared one
+        # would be cancelled for all of them when one consumer is cancelled.
+        self.waiters: list[asyncio.Future[None]] = []
         self.timer: asyncio.TimerHandle | None = None
         self.next_start = self.started_at
         self.executor: ThreadPoolExecutor | None = None
@@ -463,9 +468,9 @@ class TaskRunner:
                     yield run.completed[seen - 1]
                 if run.finished:
                     break
-                if run.waiter is None:
-                    run.waiter = run.loop.create_future()
-                await run.waiter
+                waiter = run.loop.create_future()
+                run.waiters.append(waiter)
+                await waiter
             if owner is not None:
                 await owner
         finally:
@@ -531,6 +536,7 @@ class TaskRunner:
 
     def _close_run(self, run: _Run) -> None:
         run.finished = True
+        run.stopped_at = run.loop.time()
         if run.timer is not None:
             run.timer.cancel()
         if run.executor is not None:
@@ -664,10 +670,9 @@ class TaskRunner:
             if outcome == RUNNING:
                 todo.extend(self._run_fallback(handle, cause))
                 continue
-            status = STATE_NAMES[self._graph.state[need]]
             exc = DependencyFailed(
-                f"task {handle.name!r} did not run: it needs"
-                f" {self._handles[need].name!r}, which {status}"
+                f"task {handle.name!r} did not run: it needs {self._handles[need].name!r},"
+                f" which {_ENDED_HOW[self._graph.state[need]]}"
             )
             # Down a chain, every DependencyFailed points at the original error.
             root = cause.__cause__ if isinstance(cause, DependencyFailed) else None
@@ -721,7 +726,7 @@ class TaskRunner:
         assert run is not None
         run.ended += 1
         run.completed.append(handle)
-        if run.waiter is not None:
+        if run.waiters:
             self._wake(run)
         if self._on_progress is not None or self._bar is not None:
             progress = self._snapshot(handle)
@@ -737,14 +742,15 @@ class TaskRunner:
         run = self._run
         assert run is not None
         run.completed.append(handle)
-        if run.waiter is not None:
+        if run.waiters:
             self._wake(run)
 
     @staticmethod
     def _wake(run: _Run) -> None:
-        waiter, run.waiter = run.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, run.waiters = run.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     @property
     def progress(self) -> Progress:
@@ -760,7 +766,11 @@ class TaskRunner:
         run = self._run
         done = self._succeeded + self._failed + self._skipped
         total = len(self._handles) - self._cancelled
-        elapsed = run.loop.time() - run.started_at if run is not None else 0.0
+        if run is None:
+            elapsed = 0.0
+        else:
+            now = run.stopped_at if run.stopped_at is not None else run.loop.time()
+            elapsed = now - run.started_at
         ended = run.ended if run is not None else 0
         rate = ended / elapsed if elapsed > 0 else 0.0
         left = total - done

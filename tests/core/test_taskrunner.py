@@ -513,6 +513,29 @@ async def test_as_completed_joins_a_run_started_elsewhere() -> None:
     assert await run == [2, 1]
 
 
+async def test_cancelling_one_as_completed_consumer_leaves_the_others_alone() -> None:
+    pool = Pool()
+    runner = TaskRunner()
+    for i in range(2):
+        runner.push(pool.task, i)
+    run = asyncio.ensure_future(runner.start())
+    await settle()
+
+    async def consume() -> list[int]:
+        return [h.result() async for h in runner.as_completed()]
+
+    doomed = asyncio.ensure_future(consume())
+    survivor = asyncio.ensure_future(consume())
+    await settle()  # both wait for the first end
+    doomed.cancel()
+    await settle()
+    pool.release(0)
+    pool.release(1)
+    assert await survivor == [0, 10]
+    assert doomed.cancelled()
+    assert await run == [0, 10]
+
+
 async def test_breaking_out_of_as_completed_cancels_the_rest() -> None:
     pool = Pool()
     runner = TaskRunner(concurrency=2)
@@ -523,6 +546,16 @@ async def test_breaking_out_of_as_completed_cancels_the_rest() -> None:
     await iterator.aclose()
     assert first is handles[0]
     assert [h.status for h in handles] == ["succeeded", "cancelled", "cancelled", "cancelled"]
+
+
+@pytest.mark.looptime
+async def test_progress_after_the_run_is_frozen_at_its_end() -> None:
+    runner = TaskRunner()
+    runner.push(asyncio.sleep, 2)
+    await runner.start()
+    await asyncio.sleep(5)
+    after = runner.progress
+    assert (after.elapsed, after.done, after.total, after.rate) == (2, 1, 1, 0.5)
 
 
 # -- handles -----------------------------------------------------------------------------

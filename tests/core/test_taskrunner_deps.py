@@ -136,7 +136,7 @@ async def test_skip_policy_gives_skipped_and_cascades_by_each_policy() -> None:
     assert skipped_too.status == "skipped"
     error = failed.exception()
     assert isinstance(error, DependencyFailed)
-    assert "needs 'skipped', which skipped" in str(error)
+    assert "needs 'skipped', which was skipped" in str(error)
     assert error.__cause__ is source.exception()
     last = progress[-1]
     assert (last.done, last.succeeded, last.failed, last.skipped) == (4, 0, 2, 2)
