@@ -282,50 +282,57 @@ def claim_job(conn: sqlite3.Connection, worker_id: str, job_id: int, now_us: int
 def complete(conn: sqlite3.Connection, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
     """Write outcomes whose lease still matches; return the ids written."""
     written: set[int] = set()
+    instants: dict[datetime, int] = {}  # outcomes of one batch mostly share ended_at
     for outcome in outcomes:
         if outcome.status not in _FROM_RUNNING:
             raise ValueError(f"a run cannot end {outcome.status}")
-        sql, params = _outcome_update(worker_id, outcome)
+        ended = instants.get(outcome.ended_at)
+        if ended is None:
+            ended = instants[outcome.ended_at] = to_us(outcome.ended_at)
+        sql, params = _outcome_update(worker_id, outcome, ended)
         if conn.execute(sql, params).rowcount:
             written.add(outcome.job_id)
     return written
 
 
 _FENCE = " WHERE id = ? AND worker_id = ? AND lease = ? AND status = 'running'"
+_RETRY_SQL = (
+    "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, error = ?,"
+    " duration = ?, worker_id = NULL, lease = NULL, updated_at = ?" + _FENCE
+)
+_PAUSE_SQL = (
+    "UPDATE batchwork_jobs SET status = 'paused', duration = ?, worker_id = NULL,"
+    " lease = NULL, updated_at = ?" + _FENCE
+)
+_END_SQL = (
+    "UPDATE batchwork_jobs SET status = ?, result = ?, error = ?, ended_at = ?,"
+    " duration = ?, lease = NULL, updated_at = ?, exit_hook = ?, exit_hook_worker = ?" + _FENCE
+)
 
 
-def _outcome_update(worker_id: str, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
-    ended = to_us(outcome.ended_at)
-    fence = (outcome.job_id, worker_id, outcome.lease)
+def _outcome_update(worker_id: str, outcome: Outcome, ended: int) -> tuple[str, tuple[Any, ...]]:
+    job_id, lease = outcome.job_id, outcome.lease
     if outcome.status is JobStatus.PENDING:
         if outcome.retry_at is None:
-            raise ValueError(f"a retry of job {outcome.job_id} needs retry_at")
-        return (
-            "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, error = ?,"
-            " duration = ?, worker_id = NULL, lease = NULL, updated_at = ?" + _FENCE,
-            (to_us(outcome.retry_at), outcome.error, outcome.duration, ended, *fence),
-        )
+            raise ValueError(f"a retry of job {job_id} needs retry_at")
+        retry_at = to_us(outcome.retry_at)
+        params = (retry_at, outcome.error, outcome.duration, ended, job_id, worker_id, lease)
+        return _RETRY_SQL, params
     if outcome.status is JobStatus.PAUSED:
-        return (
-            "UPDATE batchwork_jobs SET status = 'paused', duration = ?, worker_id = NULL,"
-            " lease = NULL, updated_at = ?" + _FENCE,
-            (outcome.duration, ended, *fence),
-        )
+        return _PAUSE_SQL, (outcome.duration, ended, job_id, worker_id, lease)
     hook, hook_worker = ("taken", worker_id) if outcome.run_exit_hook else ("due", None)
-    return (
-        "UPDATE batchwork_jobs SET status = ?, result = ?, error = ?, ended_at = ?,"
-        " duration = ?, lease = NULL, updated_at = ?, exit_hook = ?, exit_hook_worker = ?" + _FENCE,
-        (
-            outcome.status.value,
-            outcome.result_json,
-            outcome.error,
-            ended,
-            outcome.duration,
-            ended,
-            hook,
-            hook_worker,
-            *fence,
-        ),
+    return _END_SQL, (
+        outcome.status.value,
+        outcome.result_json,
+        outcome.error,
+        ended,
+        outcome.duration,
+        ended,
+        hook,
+        hook_worker,
+        job_id,
+        worker_id,
+        lease,
     )
 
 
