@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, cast
+from typing import Any, assert_type, cast
 
 import pytest
 
 import batchwork
 from batchwork import Progress, Skipped, TaskHandle, TaskRunner
+from batchwork._taskrunner import SkippedType
+from batchwork.errors import DependencyFailed
 
 
 async def settle() -> None:
@@ -643,6 +645,96 @@ async def test_push_refuses_bad_arguments_and_adds_nothing() -> None:
     with pytest.raises(TypeError, match="needs takes"):
         runner.push(print, needs=cast(Any, [42]))
     assert runner.progress.total == 1  # nothing refused was added
+
+
+async def test_a_task_cancelled_from_inside_ends_cancelled_and_its_dependents_by_policy() -> None:
+    async def gives_up() -> None:
+        raise asyncio.CancelledError
+
+    runner = TaskRunner()
+    quitter = runner.push(gives_up)
+    skipped = runner.push(print, needs=[quitter], on_needs_failed="skip")
+    failed = runner.push(print, needs=[quitter])
+    with pytest.raises(ExceptionGroup) as caught:
+        await runner.start()
+    # The cancellation itself is not a failure; the dependent that failed because of it is.
+    assert list(caught.value.exceptions) == [failed.exception()]
+    assert quitter.status == "cancelled"
+    assert skipped.status == "skipped"
+    assert "which was cancelled" in str(failed.exception())
+    assert runner.progress.total == 2  # the cancelled task is not counted
+
+
+async def test_a_task_pushed_while_fail_fast_cancels_is_cancelled_at_once() -> None:
+    pushed: list[TaskHandle[Any]] = []
+    runner = TaskRunner(fail_fast=True)
+
+    async def cleans_up() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pushed.append(runner.push(print, "cleanup"))
+            raise
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("stop")
+
+    runner.push(cleans_up)
+    runner.push(fail)
+    with pytest.raises(ExceptionGroup):
+        await runner.start()
+    assert pushed[0].status == "cancelled"
+
+
+async def test_fail_fast_stops_on_a_dependency_failure_from_an_earlier_run() -> None:
+    async def fail() -> None:
+        raise ValueError("x")
+
+    runner = TaskRunner(fail_fast=True)
+    source = runner.push(fail)
+    with pytest.raises(ExceptionGroup):
+        await runner.start()
+    failing = runner.push(print, needs=[source])
+    rescued = runner.push(print, needs=[source], on_needs_failed=lambda exc: "fallback")
+    with pytest.raises(ExceptionGroup) as caught:
+        await runner.start()
+    assert failing.status == "failed"
+    assert rescued.status == "cancelled"  # the run stopped before its fallback
+    assert [type(e) for e in caught.value.exceptions] == [ValueError, DependencyFailed]
+
+
+async def test_unhashable_callables_and_bad_names() -> None:
+    class Adder:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Adder)
+
+        async def __call__(self, x: int) -> int:
+            return x + 1
+
+    runner = TaskRunner()
+    runner.push(Adder(), 1)
+    with pytest.raises(TypeError, match="name must be a str"):
+        runner.push(print, name=cast(Any, 5))
+    assert await runner.start() == [2]
+
+
+async def test_push_and_map_are_typed_by_the_function() -> None:
+    async def number() -> int:
+        return 1
+
+    def text() -> str:
+        return "a"
+
+    runner = TaskRunner()
+    assert_type(runner.push(number), TaskHandle[int])
+    assert_type(runner.push(text), TaskHandle[str])
+    skippable = runner.push(number, needs=[], on_needs_failed="skip")
+    assert_type(skippable, TaskHandle[int | SkippedType])
+    assert_type(await batchwork.map(str, [1]), list[str])
+    await runner.start()
 
 
 # -- map ---------------------------------------------------------------------------------
