@@ -63,8 +63,13 @@ class SQLiteStore:
     Threads: SQLite calls never run on the event loop. One writer thread owns the only
     connection that writes (in short ``BEGIN IMMEDIATE`` transactions, with write calls
     that arrive together committed together); a reader thread serves the queries, so a
-    dashboard's big list never delays a claim. Both wait up to 10 s for another process's
-    lock (``busy_timeout``) before a :class:`~batchwork.errors.StoreError`.
+    dashboard's big list never delays a claim. Both wait up to ``busy_timeout`` (10 s by
+    default) for another process's lock before a :class:`~batchwork.errors.StoreError`.
+    WAL needs every process on one host with the file on a local disk (not NFS/SMB).
+
+    Wake-ups: :meth:`wait_for_work` polls ``PRAGMA data_version`` on the writer's own
+    connection, whose value moves only when *another* connection commits; a write made
+    through this object wakes waiters at once.
 
     Example::
 
