@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 try:
     import psycopg
     from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
@@ -77,6 +78,17 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _session_params(conninfo: str) -> dict[str, str]:
+    """Connection parameters added to the URL's: UTC session time zone (records carry
+    UTC datetimes without conversion) and an ``application_name`` unless one is given."""
+    given = conninfo_to_dict(conninfo)
+    options = " ".join(filter(None, [str(given.get("options") or ""), "-c TimeZone=UTC"]))
+    params = {"options": options}
+    if not given.get("application_name"):
+        params["application_name"] = "batchwork"
+    return params
+
+
 async def _refuse_dead(conn: Conn) -> None:
     # A connection the server ended while it sat idle in the pool (pg_terminate_backend, a
     # restart) has the termination message waiting on its socket. Refusing it here makes
@@ -85,6 +97,9 @@ async def _refuse_dead(conn: Conn) -> None:
         raise psycopg.OperationalError("connection is closed")
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     if readable:
+        # Closed here, the pool drops it and connects anew (a connection that merely
+        # fails the check would be put back as it is).
+        await conn.close()
         raise psycopg.OperationalError("the server closed this idle connection")
 
 
@@ -156,6 +171,7 @@ class PostgresStore:
         self.schema = check_schema(url_schema or schema)
         self.channel = channel_for(self.schema)
         self._conninfo = conninfo
+        self._session = _session_params(conninfo)
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._poll_interval = poll_interval
@@ -192,7 +208,7 @@ class PostgresStore:
             min_size=1,
             max_size=self._pool_size,
             open=False,
-            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+            kwargs={"autocommit": True, **self._session},
             check=_refuse_dead,
             timeout=self._connect_timeout,
             name=f"batchwork-{self.schema}",
@@ -326,6 +342,8 @@ class PostgresStore:
                 conn = await psycopg.AsyncConnection.connect(
                     self._conninfo,
                     autocommit=True,
+                    options=self._session["options"],
+                    application_name=self._session.get("application_name"),
                     connect_timeout=max(1, round(self._connect_timeout)),
                 )
                 async with conn:

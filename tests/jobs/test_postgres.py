@@ -1,0 +1,309 @@
+"""What only the PostgreSQL store does: transactional enqueue, COPY, LISTEN/NOTIFY, the
+database clock, the history table's effect on claim plans, racing migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+
+from batchwork.errors import StoreError
+from batchwork.jobs._model import JobStatus, NewJob
+from batchwork.jobs._postgres import PostgresStore
+from batchwork.jobs._store import store_from_url
+
+from .clock import ManualClock
+from .conftest import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
+from .store_helpers import new_job, outcome, worker
+
+# PostgreSQL tests run in CI and never skip: without the variable, use the loopback server.
+DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    name = f"bw_{uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        drop_postgres_schema(DSN, name)
+
+
+@pytest.fixture
+async def pg(schema: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(postgres_url(DSN, schema))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def job_at(store: PostgresStore, name: str = "task", payload: object = None) -> NewJob:
+    return new_job(store.now(), name, payload)
+
+
+# -- URL, construction, errors ------------------------------------------------------------
+def test_store_from_url_takes_the_schema_from_the_url() -> None:
+    store = store_from_url("postgres://nobody@127.0.0.1:1/nowhere?schema=jobs_here")
+    assert isinstance(store, PostgresStore)
+    assert store.schema == "jobs_here"
+    assert PostgresStore("postgresql://x@127.0.0.1/db").schema == "batchwork"
+
+
+def test_a_schema_that_is_not_a_plain_identifier_is_refused() -> None:
+    with pytest.raises(ValueError, match="plain identifier"):
+        PostgresStore("postgresql://x@127.0.0.1/db?schema=a;drop")
+
+
+async def test_an_unreachable_server_raises_store_error_with_the_cause() -> None:
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1.0)
+    with pytest.raises(StoreError, match="cannot open") as caught:
+        await store.open()
+    assert isinstance(caught.value.__cause__, psycopg.Error)
+    with pytest.raises(StoreError, match="not open"):
+        await store.get(1)
+
+
+async def test_driver_errors_leave_the_store_as_store_error(pg: PostgresStore, schema: str) -> None:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{schema}".workers')
+    with pytest.raises(StoreError) as caught:
+        await pg.workers()
+    assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedTable)
+
+
+def test_missing_psycopg_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    monkeypatch.delitem(sys.modules, "batchwork.jobs._postgres")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(ImportError, match=r"pip install 'batchwork\[postgres\]'"):
+        importlib.import_module("batchwork.jobs._postgres")
+
+
+# -- transactional enqueue ----------------------------------------------------------------
+async def test_enqueue_in_a_rolled_back_transaction_leaves_no_job(pg: PostgresStore) -> None:
+    async with await psycopg.AsyncConnection.connect(DSN) as conn:
+        [job_id] = await pg.enqueue([job_at(pg)], now=pg.now(), connection=conn)
+        assert job_id is not None
+        await conn.rollback()
+    assert await pg.list_jobs() == []
+
+
+async def test_enqueue_in_a_committed_transaction_keeps_the_job(pg: PostgresStore) -> None:
+    async with await psycopg.AsyncConnection.connect(DSN) as conn:
+        ids = await pg.enqueue(
+            [job_at(pg, "a"), job_at(pg, "b", {"k": 1})], now=pg.now(), connection=conn
+        )
+        # invisible to others until the caller commits
+        assert await pg.list_jobs() == []
+        await conn.commit()
+    assert [job.id for job in await pg.list_jobs()] == sorted(ids, reverse=True)  # type: ignore[type-var]
+
+
+async def test_enqueue_inside_a_transaction_block_of_an_autocommit_connection(
+    pg: PostgresStore,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+        async with conn.transaction(force_rollback=True):
+            await pg.enqueue([job_at(pg)], now=pg.now(), connection=conn)
+            assert (await conn.execute("SELECT 1")).rowcount == 1
+        assert await pg.list_jobs() == []
+        # outside a block, an autocommit connection commits the jobs at once
+        ids = await pg.enqueue([job_at(pg), job_at(pg)], now=pg.now(), connection=conn)
+    assert [job.id for job in await pg.list_jobs()] == ids[::-1]
+
+
+async def test_enqueue_refuses_a_connection_that_is_not_psycopg_async(
+    pg: PostgresStore,
+) -> None:
+    with psycopg.connect(DSN) as conn, pytest.raises(TypeError, match="AsyncConnection"):
+        await pg.enqueue([job_at(pg)], now=pg.now(), connection=conn)
+
+
+# -- COPY ---------------------------------------------------------------------------------
+async def test_enqueue_of_10000_jobs_goes_through_copy_in_order(pg: PostgresStore) -> None:
+    tricky = {"text": "tab\there\nnew line \\ back\\slash \u00e9\u4e2d", "n": [1, 2.5, None]}
+    jobs = [job_at(pg, "bulk", {"i": i, **tricky}) for i in range(10_000)]
+    ids = await pg.enqueue(jobs, now=pg.now())
+    assert ids == sorted(ids)  # type: ignore[type-var]
+    assert len(set(ids)) == 10_000
+    assert await pg.counts() == {("bulk", JobStatus.PENDING): 10_000}
+    last = await pg.get(ids[-1])  # type: ignore[arg-type]
+    assert last.payload == {"i": 9_999, **tricky}
+
+
+async def test_a_batch_mixing_plain_and_checked_jobs_keeps_order_and_semantics(
+    pg: PostgresStore,
+) -> None:
+    now = pg.now()
+    ids = await pg.enqueue(
+        [
+            new_job(now, "x"),
+            new_job(now, "keyed", unique_key="k"),
+            new_job(now, "x"),
+            new_job(now, "keyed", unique_key="k"),
+            new_job(now, "x", exclusive=True),
+        ],
+        now=now,
+    )
+    assert ids[1] == ids[3]
+    assert ids[0] < ids[1] < ids[2] < ids[4]  # type: ignore[operator]
+    skipped = await pg.get(ids[4])  # type: ignore[arg-type]
+    assert (skipped.status, skipped.conflict_id) == (JobStatus.SKIPPED, ids[0])
+
+
+# -- wake-ups -----------------------------------------------------------------------------
+async def test_an_enqueue_from_another_connection_wakes_a_waiting_worker(
+    pg: PostgresStore, schema: str
+) -> None:
+    other = PostgresStore(postgres_url(DSN, schema))
+    await other.open()
+    try:
+        for _ in range(3):
+            waiter = asyncio.create_task(pg.wait_for_work(10.0))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            started = time.perf_counter()
+            await other.enqueue([job_at(other)], now=other.now())
+            await asyncio.wait_for(waiter, 2.0)
+            assert time.perf_counter() - started < 1.0
+    finally:
+        await other.close()
+
+
+async def test_listen_reconnects_after_its_session_is_terminated(
+    schema: str,
+) -> None:
+    app = f"bw_listen_{uuid4().hex[:8]}"
+    store = PostgresStore(postgres_url(DSN, schema) + f"&application_name={app}")
+    await store.open()
+    try:
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (app,),
+            )
+            deadline = time.monotonic() + 10
+            while True:  # the listener comes back on its own
+                await asyncio.sleep(0.05)
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                    "AND query LIKE 'LISTEN%%'",
+                    (app,),
+                ).fetchone()
+                if row and row[0] == 1:
+                    break
+                assert time.monotonic() < deadline, "LISTEN connection did not come back"
+            waiter = asyncio.create_task(store.wait_for_work(10.0))
+            await asyncio.sleep(0.05)
+            conn.execute(f"SELECT pg_notify('{store.channel}', '')")
+            await asyncio.wait_for(waiter, 2.0)
+        # the pool's connections were terminated too: reads retry on fresh ones
+        assert await store.list_jobs() == []
+    finally:
+        await store.close()
+
+
+# -- database clock -----------------------------------------------------------------------
+async def test_now_is_the_database_clock_and_heartbeats_refresh_it(pg: PostgresStore) -> None:
+    async def database_now() -> datetime:
+        with psycopg.connect(DSN) as conn:
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+            assert row is not None
+            value: datetime = row[0]
+            return value
+
+    assert abs((pg.now() - await database_now()).total_seconds()) < 0.5
+    # a store whose offset is wrong by an hour is put right by its next heartbeat
+    db_epoch, measured_at = pg._clock
+    pg._clock = (db_epoch + 3600, measured_at)
+    assert (pg.now() - await database_now()).total_seconds() > 3000
+    await pg.register_worker(worker(ManualClock(pg.now())))
+    await pg.heartbeat("w1", now=pg.now(), running=())
+    assert abs((pg.now() - await database_now()).total_seconds()) < 0.5
+    assert pg.now().tzinfo is UTC
+
+
+# -- history table ------------------------------------------------------------------------
+async def test_claims_use_the_ready_index_however_large_the_history(
+    pg: PostgresStore, schema: str
+) -> None:
+    clock = ManualClock(pg.now())
+    now = clock.now()
+    await pg.enqueue([new_job(now, "old") for _ in range(20_000)], now=now)
+    await pg.register_worker(worker(clock))
+    while claimed := await pg.claim("w1", tags=None, limit=2000, now=now):
+        assert await pg.complete("w1", [outcome(c, clock) for c in claimed])
+    await pg.enqueue([new_job(now + timedelta(seconds=i), "new") for i in range(2_000)], now=now)
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'ANALYZE "{schema}".jobs, "{schema}".job_history')
+        hot, history = (
+            conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()
+            for table in ("jobs", "job_history")
+        )
+        assert (hot, history) == ((2_000,), (20_000,))
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                b"EXPLAIN " + pg._sql.claim(tagged=False),
+                {"now": now, "limit": 10, "worker": "w1", "lease": "x"},
+            ).fetchall()
+        )
+    assert "Index Scan using jobs_ready" in plan, plan
+    assert "job_history" not in plan
+    assert "Seq Scan" not in plan, plan
+
+
+# -- migrations ---------------------------------------------------------------------------
+def test_processes_racing_to_migrate_a_fresh_schema_all_succeed(schema: str) -> None:
+    url = postgres_url(DSN, schema)
+    code = textwrap.dedent(
+        f"""
+        import asyncio
+        from batchwork.jobs._postgres import PostgresStore
+
+        async def main():
+            store = PostgresStore({url!r})
+            await store.open()
+            await store.close()
+
+        asyncio.run(main())
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(5)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 5
+    with psycopg.connect(DSN) as conn:
+        versions = conn.execute(f'SELECT version FROM "{schema}".schema_version').fetchall()
+    assert versions == [(1,)]
+
+
+async def test_a_schema_newer_than_the_code_is_refused(schema: str) -> None:
+    store = PostgresStore(postgres_url(DSN, schema))
+    await store.open()
+    await store.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (999)')
+    with pytest.raises(StoreError, match="version 999"):
+        await store.open()
+
+
+# -- time zone of records -----------------------------------------------------------------
+async def test_records_carry_utc_datetimes_whatever_the_given_offset(pg: PostgresStore) -> None:
+    paris = datetime(2030, 6, 1, 14, 0, tzinfo=UTC).astimezone(ZoneInfo("Europe/Paris"))
+    [job_id] = await pg.enqueue([new_job(paris)], now=pg.now())
+    job = await pg.get(job_id)  # type: ignore[arg-type]
+    assert job.scheduled_for == paris
+    assert job.scheduled_for.tzinfo is UTC
