@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
 from batchwork.errors import StoreError
 from batchwork.jobs._model import ALLOWED_TRANSITIONS, JobStatus, NewJob
-from batchwork.jobs._sqlite import SQLiteStore
+from batchwork.jobs._sqlite import SQLiteStore, SQLiteStoreStats
 from batchwork.jobs._sqlite_ops import due_jobs_sql
 from batchwork.jobs._sqlite_schema import migrations, split_statements
 from batchwork.jobs._store import Store, store_from_url
@@ -256,3 +257,34 @@ async def test_sqlite_calls_racing_close_are_answered(tmp_path: Path, clock: Man
     await store.close()
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
     assert all(isinstance(r, list | StoreError) for r in results)
+
+
+async def test_sqlite_writes_queued_behind_a_transaction_commit_together(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    store = SQLiteStore(url_of(tmp_path / "jobs.db"))
+    await store.open()
+    try:
+        assert store.stats.failed_transactions == 0
+        gate = threading.Event()
+        blocker = asyncio.create_task(store._write(lambda conn: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer thread is now inside the blocker
+        before = store.stats
+        calls = [
+            asyncio.create_task(store.enqueue([new_job(clock.now(), f"j{i}")], now=clock.now()))
+            for i in range(10)
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await blocker is True
+        ids = await asyncio.gather(*calls)
+        after = store.stats
+        assert len({i for [i] in ids}) == 10
+        assert after.transactions - before.transactions == 1
+        assert after.largest_group == 10
+        assert after.writer_calls - before.writer_calls == 10
+        await store.get(ids[0][0] or 0)
+        assert store.stats.reader_calls > before.reader_calls
+    finally:
+        await store.close()
+    assert store.stats == SQLiteStoreStats()

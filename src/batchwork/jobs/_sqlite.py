@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -42,6 +43,29 @@ T = TypeVar("T")
 
 POLL_INTERVAL = 0.005
 PURGE_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class SQLiteStoreStats:
+    """Counters of one open :class:`SQLiteStore` (since :meth:`SQLiteStore.open`).
+
+    ``writer_calls``: calls served by the writer connection (writes, claims and the
+    wake-up polls); ``transactions``: write transactions committed or tried (fewer than
+    the writes when group commit joined calls; ``largest_group`` is the most calls one
+    transaction held); ``failed_transactions`` rolled back; ``reader_calls``: queries
+    served by the reader connection.
+
+    Example::
+
+        stats = store.stats
+        print(stats.largest_group, "calls in the largest commit")
+    """
+
+    writer_calls: int = 0
+    transactions: int = 0
+    failed_transactions: int = 0
+    largest_group: int = 0
+    reader_calls: int = 0
 
 
 class SQLiteStore:
@@ -104,6 +128,20 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def stats(self) -> SQLiteStoreStats:
+        """Counters since the last :meth:`open` (all zero while closed)."""
+        writer, reader = self._writer, self._reader
+        if writer is None or reader is None:
+            return SQLiteStoreStats()
+        return SQLiteStoreStats(
+            writer_calls=writer.calls,
+            transactions=writer.transactions,
+            failed_transactions=writer.failed_transactions,
+            largest_group=writer.largest_group,
+            reader_calls=reader.calls,
+        )
 
     def now(self) -> datetime:
         """The local clock as an aware UTC datetime (all processes share one host)."""

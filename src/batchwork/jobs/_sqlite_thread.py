@@ -77,6 +77,11 @@ class ConnectionThread:
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Call | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Counters, written on the thread only (read from anywhere: ints are atomic).
+        self.calls = 0
+        self.transactions = 0
+        self.failed_transactions = 0
+        self.largest_group = 0
 
     def start(self) -> None:
         """Start the thread (it connects before taking the first call)."""
@@ -162,9 +167,12 @@ class ConnectionThread:
                 return
 
     def _run_group(self, conn: sqlite3.Connection, calls: list[_Call]) -> None:
+        self.calls += len(calls)
         if not any(call.write for call in calls):
             _answer([_run_one(conn, call) for call in calls])
             return
+        self.transactions += 1
+        self.largest_group = max(self.largest_group, len(calls))
         try:
             with map_errors("begin transaction"):
                 conn.execute("BEGIN IMMEDIATE")
@@ -175,6 +183,7 @@ class ConnectionThread:
             with map_errors("commit"):
                 conn.execute("COMMIT")
         except BaseException as exc:
+            self.failed_transactions += 1
             _rollback(conn)
             _answer([(call, False, exc) for call in calls])
             return
