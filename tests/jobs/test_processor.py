@@ -405,3 +405,12 @@ def test_sync_twins_from_plain_threads(tmp_path: Path) -> None:
         assert processor.sync is sync  # one helper loop, not one per call
     finally:
         sync.close()
+
+
+def test_jobs_exports_are_sorted_and_complete() -> None:
+    import batchwork.jobs
+
+    assert batchwork.jobs.__all__ == sorted(batchwork.jobs.__all__)
+    for name in ("CronDef", "Job", "JobDef", "JobProcessor", "Signal", "Worker"):
+        assert name in batchwork.jobs.__all__
+        assert getattr(batchwork.jobs, name).__name__ == name

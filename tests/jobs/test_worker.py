@@ -482,3 +482,44 @@ async def test_sync_handler_can_block_on_its_signal(processor: JobProcessor) -> 
     await run
     job = await processor.get(job_id)
     assert (job.status, job.result) == ("finished", "shutdown")
+
+
+async def test_on_exit_of_a_job_cancelled_while_pending_runs_once_in_a_worker(
+    processor: JobProcessor,
+) -> None:
+    ended: list[tuple[int, str]] = []
+
+    @processor.job()
+    async def never(job: Job, signal: Signal) -> None:
+        raise AssertionError("a cancelled job must not run")
+
+    @never.on_exit
+    async def after(job: Job) -> None:
+        ended.append((job.id, job.status))
+
+    job_id = await never.enqueue(run_at=timedelta(hours=1))
+    assert await processor.cancel(job_id) is True
+    async with Worker(processor) as worker:
+        assert await worker.run_once() == 0
+        await worker.run_once()
+    assert ended == [(job_id, "cancelled")]
+
+
+async def test_exit_hook_errors_are_logged_with_the_job_id(
+    processor: JobProcessor, caplog: pytest.LogCaptureFixture
+) -> None:
+    @processor.job()
+    async def fine(job: Job, signal: Signal) -> int:
+        return 1
+
+    @fine.on_exit
+    def broken(job: Job) -> None:
+        raise RuntimeError("hook bug")
+
+    job_id = await fine.enqueue()
+    async with Worker(processor) as worker:
+        await worker.drain()
+    assert (await processor.get(job_id)).status == JobStatus.FINISHED
+    [record] = [r for r in caplog.records if "on_exit hook" in r.getMessage()]
+    assert str(job_id) in record.getMessage()
+    assert record.exc_info is not None
