@@ -189,9 +189,9 @@ class SQLiteStore:
         """Finish queued calls, close both connections and join their threads."""
         writer = self._writer
         if writer is not None:
-            # Lets SQLite refresh the planner's statistics where they went stale.
+            # Lets SQLite refresh stale planner statistics, sampling (bounded cost).
             with contextlib.suppress(StoreError):
-                await writer.call(lambda conn: conn.execute("PRAGMA optimize"))
+                await writer.call(_optimize)
         threads = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
         self._seen = None
@@ -434,6 +434,11 @@ class SQLiteStore:
             total += deleted
             if deleted < PURGE_CHUNK:
                 return total
+
+
+def _optimize(conn: Any) -> None:
+    conn.execute("PRAGMA analysis_limit = 400")
+    conn.execute("PRAGMA optimize")
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

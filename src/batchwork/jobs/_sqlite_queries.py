@@ -139,7 +139,7 @@ def timeline(conn: sqlite3.Connection, since_us: int, bucket_us: int) -> list[Ti
     """Finished and failed jobs per bucket since ``since``; empty buckets are left out."""
     rows = conn.execute(
         "SELECT (ended_at - ?) / ? AS bucket, sum(status = 'finished'),"
-        f" sum(status IN {FAILED_SQL}), avg((claimed_at - scheduled_for) / 1e6)"
+        f" sum(status IN {FAILED_SQL}), avg(max(claimed_at - scheduled_for, 0) / 1e6)"
         " FROM batchwork_jobs WHERE ended_at >= ?"
         f" AND (status = 'finished' OR status IN {FAILED_SQL})"
         " GROUP BY bucket ORDER BY bucket",
