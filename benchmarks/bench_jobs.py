@@ -3,8 +3,10 @@
 Protocol (the same for batchwork and the peer), median of ``RUNS`` fresh stores:
 
 * ``enqueue``: 10,000 no-op jobs, one ``await processor.enqueue`` call each, in sequence;
+* ``enqueue_concurrent`` (extra): 10,000 one-job calls again, 100 in flight at a time (many
+  producers; the store commits calls that arrive together in one transaction);
 * ``enqueue_many``: 10,000 jobs in one call;
-* ``drain``: one worker *process* started on the 10,000 enqueued jobs; from the moment the
+* ``drain``: one worker *process* started on the 20,000 enqueued jobs; from the moment the
   worker says it is ready until the parent sees every job ended (polled every 5 ms);
 * ``pickup``: with an idle worker in another process, the delay from just before
   ``enqueue`` to the handler's start (``started_at``), 200 jobs one after another.
@@ -40,6 +42,7 @@ N = 10_000
 RUNS = 3
 CONCURRENCY = 256
 PICKUPS = 200
+PRODUCERS = 100  # concurrent one-job enqueue calls (e.g. web requests) in the extra figure
 BATCH = 256
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,12 +120,18 @@ async def batchwork_run(url: str, tmp: Path) -> dict[str, float]:
     for i in range(N):
         await processor.enqueue("noop", {"i": i})
     enqueue = N / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for first in range(0, N, PRODUCERS):
+        await asyncio.gather(
+            *(processor.enqueue("noop", {"i": i}) for i in range(first, first + PRODUCERS))
+        )
+    concurrent = N / (time.perf_counter() - started)
     ready = tmp / "ready"
     proc = start_process(["worker", url, str(CONCURRENCY), str(ready)])
     try:
         ready_at = await asyncio.to_thread(wait_ready, ready, proc)
-        await wait_finished(processor, N)
-        drain = N / (time.time() - ready_at)
+        await wait_finished(processor, 2 * N)
+        drain = 2 * N / (time.time() - ready_at)
         started = time.perf_counter()
         await processor.enqueue_many("noop", [{"i": i} for i in range(N)])
         many = N / (time.perf_counter() - started)
@@ -130,11 +139,17 @@ async def batchwork_run(url: str, tmp: Path) -> dict[str, float]:
     finally:
         await asyncio.to_thread(stop, proc)
         await processor.close()
-    return {"enqueue": enqueue, "enqueue_many": many, "drain": drain, **pickup}
+    return {
+        "enqueue": enqueue,
+        "enqueue_concurrent": concurrent,
+        "enqueue_many": many,
+        "drain": drain,
+        **pickup,
+    }
 
 
 async def pickup_latencies(processor: Any) -> dict[str, float]:
-    await wait_finished(processor, 2 * N)  # the worker is idle again
+    await wait_finished(processor, 3 * N)  # the worker is idle again
     samples = []
     for _ in range(PICKUPS):
         before = datetime.now(UTC)

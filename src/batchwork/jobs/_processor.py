@@ -101,7 +101,7 @@ class JobProcessor:
             self._add_cron(name, cron_def)
         self._stores: dict[asyncio.AbstractEventLoop, tuple[Store, asyncio.Future[None]]] = {}
         self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()
-        self._changed: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
+        self._waiters: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
         self._inline_runs: dict[int, Execution] = {}
         self._sync: SyncJobProcessor | None = None
 
@@ -532,18 +532,27 @@ class JobProcessor:
             worker.notify()
 
     def _job_changed(self) -> None:
-        for loop, event in builtins.list(self._changed.items()):
-            if loop.is_closed():
-                self._changed.pop(loop, None)
-            else:
+        """Wake the ``result()`` calls waiting in this process, whatever their loop."""
+        if not self._waiters:
+            return
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for event, loop in builtins.list(self._waiters.items()):
+            if loop is current:
+                event.set()
+            elif not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
 
     async def _wait_changed(self, at_most: float) -> None:
-        loop = asyncio.get_running_loop()
-        event = self._changed.setdefault(loop, asyncio.Event())
-        event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), at_most)
+        event = asyncio.Event()
+        self._waiters[event] = asyncio.get_running_loop()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), at_most)
+        finally:
+            del self._waiters[event]
 
     def _hook_names(self) -> builtins.list[str]:
         names = [name for name, job in self.jobs.items() if job.on_exit is not None]
