@@ -523,3 +523,29 @@ async def test_exit_hook_errors_are_logged_with_the_job_id(
     [record] = [r for r in caplog.records if "on_exit hook" in r.getMessage()]
     assert str(job_id) in record.getMessage()
     assert record.exc_info is not None
+
+
+async def test_sync_producer_thread_wakes_a_worker_in_another_loop(
+    processor: JobProcessor,
+) -> None:
+    @processor.job()
+    async def square(job: Job, signal: Signal) -> int:
+        return int(job.payload) ** 2
+
+    worker = processor.worker(poll_interval=60)
+    run = asyncio.ensure_future(worker.run())
+    await wait_until(lambda: _has_workers(processor))
+
+    def produce() -> tuple[int, float]:
+        t0 = time.monotonic()
+        job_id = processor.sync.enqueue("square", 7)
+        return processor.sync.result(job_id, timeout=10), time.monotonic() - t0
+
+    try:
+        value, took = await asyncio.to_thread(produce)
+    finally:
+        await asyncio.to_thread(processor.sync.close)
+        worker.stop()
+        await run
+    assert value == 49
+    assert took < 5  # woken across loops, not by the 60 s poll
