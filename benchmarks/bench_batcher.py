@@ -13,7 +13,7 @@ loop. Keys (a configured extra key), stats and cancellation handling are always 
   Goal: <= 300 bytes.
 * aiodataloader (``cache=False``) on the same workload, for comparison.
 
-Each time is the best of several rounds (the least disturbed by the machine).
+Each time is the best of several interleaved rounds (the least disturbed by the machine).
 Run: ``python -m benchmarks batcher`` (prints JSON).
 """
 
@@ -34,7 +34,7 @@ from batchwork import Batcher, KeyConfig
 
 N = int(os.environ.get("BATCHWORK_BENCH_N", "100000"))
 ROUNDS = int(os.environ.get("BATCHWORK_BENCH_ROUNDS", "5"))
-ROUND_TRIPS = 20_000
+ROUND_TRIPS = 5_000
 MAX_SIZE = 256
 
 
@@ -51,20 +51,30 @@ def make_batcher(max_wait: float = 0.0) -> Batcher[int, int]:
     )
 
 
-async def best_of(run: Callable[[], Awaitable[Any]], per: int) -> float:
-    """Best CPU time of ``ROUNDS`` runs, in microseconds per item.
+async def best_of(
+    variants: dict[str, Callable[[], Awaitable[Any]]], per: int, rounds: int = ROUNDS
+) -> dict[str, float]:
+    """Best CPU time of each variant over ``rounds`` rounds, in microseconds per item.
 
-    CPU time of this process, not wall time: shared CI machines are often busy with other
-    work, which inflates wall time at random but barely touches our own CPU time. Every
-    figure (floors included) is measured the same way, so the ratios stay honest.
+    The variants take turns within every round, so a slow spell of the machine hits them
+    all alike instead of whichever ran then. CPU time of this process, not wall time:
+    shared CI machines are often busy with other work, which inflates wall time at random
+    but barely touches our own CPU time. The collector is paused while timing (after a
+    full collection), for every variant alike, because its pauses land at random.
     """
-    best = float("inf")
-    for _ in range(ROUNDS):
-        gc.collect()
-        started = time.process_time()
-        await run()
-        best = min(best, time.process_time() - started)
-    return best / per * 1e6
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, run in variants.items():
+            gc.collect()
+            gc.disable()
+            try:
+                started = time.process_time()
+                await run()
+                elapsed = time.process_time() - started
+            finally:
+                gc.enable()
+            best[name] = min(best[name], elapsed)
+    return {name: seconds / per * 1e6 for name, seconds in best.items()}
 
 
 # -- floors ---------------------------------------------------------------------------
@@ -196,15 +206,25 @@ async def put_bytes() -> float:
 
 
 async def measure() -> dict[str, Any]:
-    b_fut = await best_of(floor_futures, N)
-    b_task = await best_of(floor_tasks, N)
-    b_rt = await best_of(floor_round_trips, ROUND_TRIPS)
-    submit = await best_of(batcher_tasks, N)
-    many = await best_of(batcher_submit_many, N)
-    round_trip = await best_of(batcher_round_trips, ROUND_TRIPS)
-    dl_tasks = await best_of(dataloader_tasks, N)
-    dl_futures = await best_of(dataloader_futures, N)
-    dl_rt = await best_of(dataloader_round_trips, ROUND_TRIPS)
+    items = await best_of(
+        {
+            "B_fut": floor_futures,
+            "B_task": floor_tasks,
+            "submit": batcher_tasks,
+            "many": batcher_submit_many,
+            "dl_tasks": dataloader_tasks,
+            "dl_futures": dataloader_futures,
+        },
+        N,
+    )
+    trips = await best_of(
+        {"bare": floor_round_trips, "batcher": batcher_round_trips, "dl": dataloader_round_trips},
+        ROUND_TRIPS,
+        rounds=3 * ROUNDS,
+    )
+    b_fut, b_task, submit, many = items["B_fut"], items["B_task"], items["submit"], items["many"]
+    dl_tasks, dl_futures = items["dl_tasks"], items["dl_futures"]
+    b_rt, round_trip, dl_rt = trips["bare"], trips["batcher"], trips["dl"]
     with_batcher = await pending_bytes(with_batcher=True)
     bare = await pending_bytes(with_batcher=False)
     per_put = await put_bytes()
@@ -213,7 +233,7 @@ async def measure() -> dict[str, Any]:
         "n": N,
         "max_size": MAX_SIZE,
         "rounds": ROUNDS,
-        "clock": "process CPU time, best of rounds",
+        "clock": "process CPU time, best of interleaved rounds, gc paused while timing",
         "us_per_item": {
             "B_fut": round(b_fut, 3),
             "B_task": round(b_task, 3),

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import operator
 import random
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -37,6 +38,7 @@ R = TypeVar("R")
 logger = logging.getLogger("batchwork")
 
 _Task = asyncio.Task
+_item_of = operator.itemgetter(ITEM)
 
 PutCallback = Callable[[T, R | BaseException], object]
 
@@ -478,7 +480,7 @@ class Batcher(Generic[T, R]):
         """Call fn for one batch (with retries), answer its callers, free its slot."""
         settings = group.settings
         started = group.loop.time() if self._on_batch is not None else 0.0
-        items = [entry[ITEM] for entry in batch.entries]
+        items = list(map(_item_of, batch.entries))
         # The plain case (async fn, no timeout) awaits fn right here: one coroutine frame
         # less per batch is a visible share of a next-tick round trip.
         direct = settings.is_async and settings.timeout is None
