@@ -6,7 +6,9 @@
 * ``chains``: a forest of 10 dependency chains (each task needs the one before it),
   1k / 10k / 100k tasks; per-task microseconds should stay flat (linear scheduling).
 
-Each figure is the best of several rounds (the least disturbed by the machine).
+Times are the process's CPU seconds (``time.process_time``): every variant runs on one
+thread, and CPU time is what other processes on a busy machine disturb least. Each figure
+is the best of several rounds, the rounds interleaving the variants.
 Run: ``python -m benchmarks taskrunner`` (prints JSON).
 """
 
@@ -28,7 +30,7 @@ from batchwork import TaskRunner
 FLAT_TASKS = 10_000
 CONCURRENCY = 64
 CHAIN_WIDTH = 10
-ROUNDS = 9
+ROUNDS = 12
 
 
 async def noop(i: int) -> int:
@@ -76,9 +78,9 @@ async def taskrunner_chains(n: int) -> list[int]:
 
 async def timed(make: Callable[[int], Awaitable[list[int]]], n: int) -> float:
     gc.collect()
-    started = time.perf_counter()
+    started = time.process_time()
     results = await make(n)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(results) == n
     return elapsed
 
@@ -86,12 +88,14 @@ async def timed(make: Callable[[int], Awaitable[list[int]]], n: int) -> float:
 async def best_of(
     variants: dict[str, Callable[[int], Awaitable[list[int]]]], n: int
 ) -> dict[str, float]:
-    """Best time of each variant; rounds interleave the variants so that a noisy spell on
-    the machine hits all of them alike."""
+    """Best time of each variant. Rounds interleave the variants, each round in a rotated
+    order, so that a noisy spell or the after-effects of the previous variant hit all of
+    them alike."""
     best = dict.fromkeys(variants, float("inf"))
-    for _ in range(ROUNDS):
-        for name, make in variants.items():
-            best[name] = min(best[name], await timed(make, n))
+    names = list(variants)
+    for round_ in range(ROUNDS):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            best[name] = min(best[name], await timed(variants[name], n))
     return best
 
 
@@ -116,7 +120,7 @@ async def measure() -> dict[str, Any]:
         "flat": {
             "tasks": FLAT_TASKS,
             "concurrency": CONCURRENCY,
-            "seconds": {name: round(value, 5) for name, value in flat.items()},
+            "cpu_seconds": {name: round(value, 5) for name, value in flat.items()},
             "ratio_to_floor": {name: round(value / floor, 3) for name, value in flat.items()},
             "goal_ratio": 1.2,
         },

@@ -95,7 +95,10 @@ class TaskGraph:
         state, unmet, dependents = self.state, self._unmet, self._dependents
         unsettled: list[tuple[int, int]] = []
         for node in range(first, first + count):
-            for need in set(needs[node - first]):
+            node_needs = needs[node - first]
+            if not node_needs:
+                continue
+            for need in set(node_needs):
                 need_state = state[need]
                 if need_state == SUCCEEDED:
                     continue
@@ -197,6 +200,9 @@ def find_cycle(needs: Sequence[Sequence[int]], first: int = 0) -> list[int] | No
     color = [0] * count
     for root in range(count):
         if color[root]:
+            continue
+        if not needs[root]:
+            color[root] = 2
             continue
         path = [root]
         iters = [iter(needs[root])]

@@ -349,8 +349,11 @@ class TaskRunner:
             a = runner.push(download, url, name="a")
             b = runner.push(unzip, needs="a", on_needs_failed="skip")
         """
-        policy, fallback = _parse_policy(on_needs_failed)
-        refs = self._check_needs(needs)
+        # Fast paths for the common push (no needs, default policy): push is per task.
+        policy, fallback = (
+            (FAIL, None) if on_needs_failed == "fail" else _parse_policy(on_needs_failed)
+        )
+        refs = needs if needs == () else self._check_needs(needs)
         if name is not None:
             if not isinstance(name, str):
                 raise TypeError(f"name must be a str, got {name!r}")
@@ -399,7 +402,7 @@ class TaskRunner:
         return is_async
 
     def _check_needs(self, needs: Need | Iterable[Need]) -> tuple[TaskHandle[Any] | str, ...]:
-        refs = (needs,) if isinstance(needs, TaskHandle | str) else tuple(needs)
+        refs = (needs,) if isinstance(needs, (TaskHandle, str)) else tuple(needs)
         for ref in refs:
             if isinstance(ref, TaskHandle):
                 if ref._runner is not self:
@@ -569,11 +572,12 @@ class TaskRunner:
             run.done.set_result(None)
 
     def _pump(self) -> None:
-        graph, ready = self._graph, self._graph.ready
-        while ready and self._running < self._concurrency:
-            if self._interval and not self._rate_allows():
+        graph, handles, ready = self._graph, self._handles, self._graph.ready
+        limit, rated = self._concurrency, self._interval > 0
+        while ready and self._running < limit:
+            if rated and not self._rate_allows():
                 return
-            self._launch(self._handles[graph.take()])
+            self._launch(handles[graph.take()])
 
     def _rate_allows(self) -> bool:
         run = self._run
@@ -632,16 +636,16 @@ class TaskRunner:
 
     def _settle(self, handle: TaskHandle[Any], future: asyncio.Future[Any]) -> None:
         handle._future = None
-        if future.cancelled():
+        try:
+            value = future.result()
+        except asyncio.CancelledError:
             events = self._graph.fail(handle._index, CANCELLED)
             self._cancelled_end(handle)
             self._apply(events)
-            return
-        exc = future.exception()
-        if exc is None:
-            self._succeed(handle, future.result())
-        else:
+        except BaseException as exc:
             self._apply(self._fail(handle, exc))
+        else:
+            self._succeed(handle, value)
 
     def _succeed(self, handle: TaskHandle[Any], value: Any) -> None:
         handle._result = value
