@@ -383,8 +383,6 @@ async def test_a_second_start_while_running_is_refused() -> None:
 
 
 async def test_tasks_pushed_while_running_join_the_run() -> None:
-    runner = TaskRunner(concurrency=2)
-
     async def child(n: int) -> int:
         return n * n
 
@@ -400,7 +398,7 @@ async def test_tasks_pushed_while_running_join_the_run() -> None:
         if p.task is not None and p.task.name == "parent":
             progress_pushed.append(runner.push(child, 10))
 
-    runner._on_progress = on_progress
+    runner = TaskRunner(concurrency=2, on_progress=on_progress)
     runner.push(parent, name="parent")
     assert await runner.start() == ["parent", 0, 1, 4, 100]
     assert progress_pushed[0].result() == 100
