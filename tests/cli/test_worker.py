@@ -66,7 +66,9 @@ def test_supervisor_restarts_a_sigkilled_worker_and_stops_gracefully(cli: Cli) -
     assert supervisor.returncode == 0
     assert f"pid {victim} exited (exit status -9)" in err
     assert err.count("stopped (exit status 0)") == 2
-    assert cli.query(lambda p: p.workers()) == []  # both unregistered on the way out
+    # The two live children unregistered on the way out; only the killed one's row may
+    # remain, when no worker lived long enough after its lease expired to recover it.
+    assert {w.pid for w in cli.query(lambda p: p.workers())} <= {victim}
 
 
 def test_restart_delay_backs_off_and_caps() -> None:
