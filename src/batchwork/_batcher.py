@@ -9,7 +9,7 @@ import logging
 import operator
 import random
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -253,7 +253,7 @@ class Batcher(Generic[T, R]):
             return
         self._bind()
         if not drain:
-            self._discard_pending()
+            await self._answers.await_callbacks(self._discard_pending())
         for group in list(self._groups.values()):
             group.force(FlushReason.CLOSE, FOREVER)
         await self._wait_until(self._idle)
@@ -423,18 +423,20 @@ class Batcher(Generic[T, R]):
             if not change.done():
                 change.set_result(None)
 
-    def _discard_pending(self) -> None:
+    def _discard_pending(self) -> list[Awaitable[object]]:
         closed = BatcherClosed(f"batcher {self.name!r} was closed before this item was sent")
+        awaiting: list[Awaitable[object]] = []
         for group in list(self._groups.values()):
             entries = group.discard_pending()
             if entries:
-                self._answers.fail_all(entries, closed)
+                awaiting.extend(self._answers.fail_all(entries, closed))
         waiters = self._room_waiters
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_exception(closed)
         self._notify()
+        return awaiting
 
     # -- running batches -----------------------------------------------------------------
 

@@ -647,3 +647,18 @@ async def test_next_tick_items_gather_while_every_slot_is_busy() -> None:
     assert fn.batches == [[0], [1, 2, 3]]
     assert fn.times == [0.0, 1.0]
     await batcher.close()
+
+
+async def test_close_without_drain_awaits_async_put_callbacks() -> None:
+    outcomes: list[object] = []
+
+    async def callback(item: int, outcome: object) -> None:
+        await asyncio.sleep(0.5)
+        outcomes.append(outcome)
+
+    batcher = Batcher(Recorder(), max_wait=10.0)
+    batcher.put(1, callback=callback)
+    await batcher.close(drain=False)
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], BatcherClosed)
+    assert now() == 0.5
