@@ -78,11 +78,19 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# UTC sessions: records carry UTC datetimes without conversion. No bitmap scans: right
+# after a bulk enqueue, before autovacuum has analysed the hot table, the planner's row
+# estimates are far too low and a claim would fetch and sort every ready row instead of
+# reading the first few from the ready index in order; none of the store's other queries
+# needs a bitmap scan.
+_SESSION_OPTIONS = "-c TimeZone=UTC -c enable_bitmapscan=off"
+
+
 def _session_params(conninfo: str) -> dict[str, str]:
-    """Connection parameters added to the URL's: UTC session time zone (records carry
-    UTC datetimes without conversion) and an ``application_name`` unless one is given."""
+    """Connection parameters added to the URL's (``_SESSION_OPTIONS``, and an
+    ``application_name`` unless one is given)."""
     given = conninfo_to_dict(conninfo)
-    options = " ".join(filter(None, [str(given.get("options") or ""), "-c TimeZone=UTC"]))
+    options = " ".join(filter(None, [str(given.get("options") or ""), _SESSION_OPTIONS]))
     params = {"options": options}
     if not given.get("application_name"):
         params["application_name"] = "batchwork"
@@ -189,6 +197,8 @@ class PostgresStore:
         # Leases of claims whose reply was lost: they may have committed, so their jobs are
         # put back before this worker's next claim or heartbeat (see ``_settle_claims``).
         self._uncertain: dict[str, set[str]] = {}
+        # Leases of completions whose reply was lost (they may have been written).
+        self._unconfirmed: set[str] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r}, schema={self.schema!r})"
@@ -604,12 +614,23 @@ class PostgresStore:
             "retry": [o.retry_at for o in outcomes],
             "hooks": [o.run_exit_hook for o in outcomes],
         }
-        sql = self._sql.complete(durable=self._durable)
+        leases = {o.lease for o in outcomes}
+        # Only a repeated call pays for the check of what an earlier try already wrote.
+        again = not leases.isdisjoint(self._unconfirmed)
 
         async def go(conn: Conn) -> set[int]:
-            return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}
+            nonlocal again
+            sql = self._sql.complete(durable=self._durable, again=again)
+            again = True
+            try:
+                return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}
+            except BaseException:
+                self._unconfirmed.update(leases)
+                raise
 
-        return await self._run("complete", go, retry=True)
+        written = await self._run("complete", go, retry=True)
+        self._unconfirmed.difference_update(leases)
+        return written
 
     async def release(self, worker_id: str, leases: Sequence[tuple[int, str]]) -> None:
         """Put claimed, never started jobs back as they were before the claim."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._model import (
     ALLOWED_TRANSITIONS,
@@ -189,6 +189,6 @@ def split_url(url: str) -> tuple[str, str | None, str]:
             schema = value
         else:
             rest.append((key, value))
-    conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
+    conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
     return conninfo, schema, where

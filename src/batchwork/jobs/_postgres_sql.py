@@ -301,7 +301,7 @@ class Sql:
         )
 
     # -- completions -------------------------------------------------------------------
-    def complete(self, *, durable: bool) -> bytes:
+    def complete(self, *, durable: bool, again: bool = False) -> bytes:
         fence = (
             "j.id = o.id AND j.worker_id = %(worker)s AND j.lease = o.lease "
             "AND j.status = 'running'"
@@ -336,15 +336,21 @@ class Sql:
             "o.error AS o_error, o.ended_at AS o_ended_at, o.duration AS o_duration, "
             "o.lease AS o_lease, o.hook AS o_hook), "
             f"moved AS (INSERT INTO {self.history} ({', '.join(ALL_COLUMNS)}) "
-            f"SELECT {moved} FROM ended m RETURNING id), "
-            # outcomes written by an earlier try of this very call, whose reply was lost
-            f"done AS (SELECT h.id FROM {self.history} h JOIN o ON h.id = o.id "
+            f"SELECT {moved} FROM ended m RETURNING id) "
+            f"SELECT id{commit} FROM again UNION ALL SELECT id{commit} FROM moved"
+            + (self._already_written() if again else "")
+        )
+
+    def _already_written(self) -> str:
+        # Outcomes an earlier try of this very call wrote before its reply was lost: the
+        # same lease, status and end time (a different outcome for that lease is refused).
+        return (
+            f" UNION ALL SELECT h.id FROM {self.history} h JOIN o ON h.id = o.id "
             "AND h.last_lease = o.lease AND h.status = o.status AND h.ended_at = o.ended_at "
-            f"WHERE h.worker_id = %(worker)s UNION ALL SELECT j.id FROM {self.jobs} j "
-            "JOIN o ON j.id = o.id AND j.last_lease = o.lease AND j.status = o.status "
-            "AND j.updated_at = o.ended_at) "
-            f"SELECT id{commit} FROM again UNION ALL SELECT id{commit} FROM moved "
-            f"UNION ALL SELECT id{commit} FROM done"
+            "WHERE h.id = ANY(%(ids)s::bigint[]) AND h.worker_id = %(worker)s "
+            f"UNION ALL SELECT j.id FROM {self.jobs} j JOIN o ON j.id = o.id "
+            "AND j.last_lease = o.lease AND j.status = o.status AND j.updated_at = o.ended_at "
+            "WHERE j.id = ANY(%(ids)s::bigint[])"
         )
 
     def notify(self) -> bytes:
