@@ -13,7 +13,8 @@ Protocol (the same for batchwork and the peer), median of ``RUNS`` fresh stores:
 
 Floors, with Python's ``sqlite3`` on the same kind of file (WAL, synchronous=NORMAL):
 one-row insert transactions, claim transactions of 256 rows (``UPDATE … RETURNING``) and
-"done" transactions of 256 rows. Peer: Huey's ``SqliteHuey`` with its consumer (threads).
+"done" transactions of 256 rows; and batchwork's store alone (claim 256 / complete 256 in
+a loop, no worker), which bounds what any worker on it can drain. Peer: Huey's ``SqliteHuey`` with its consumer (threads).
 
 Run: ``python -m benchmarks jobs`` (prints JSON). Set ``BATCHWORK_TEST_POSTGRES_DSN`` to
 also drain on PostgreSQL.
@@ -175,6 +176,27 @@ async def batchwork_drain_only(url: str, tmp: Path) -> float:
         await processor.close()
 
 
+async def store_pipeline(url: str) -> float:
+    """The store alone, no worker: claim 256, complete 256, in a loop (jobs/s)."""
+    from batchwork.jobs._model import JobStatus, Outcome, WorkerInfo
+
+    processor = make_processor(url)
+    await processor.enqueue_many("noop", [{"i": i} for i in range(N)])
+    store = await processor._ready_store()
+    now = store.now()
+    await store.register_worker(WorkerInfo("bench", "host", 0, None, BATCH, 30.0, now, now))
+    started = time.perf_counter()
+    while claimed := await store.claim("bench", tags=None, limit=BATCH, now=store.now()):
+        ended = store.now()
+        outcomes = [
+            Outcome(c.job.id, c.lease, JobStatus.FINISHED, ended, 0.0, "null") for c in claimed
+        ]
+        await store.complete("bench", outcomes)
+    rate = N / (time.perf_counter() - started)
+    await processor.close()
+    return rate
+
+
 # -- floors: raw sqlite3 ---------------------------------------------------------------
 FLOOR_SCHEMA = """
 CREATE TABLE jobs (
@@ -291,7 +313,12 @@ def _drain_only_sync(url: str, tmp: Path) -> float:
 
 
 def _sqlite_run(tmp: Path) -> dict[str, float]:
-    return asyncio.run(batchwork_run(f"sqlite:///{tmp / 'jobs.db'}", tmp))
+    url = f"sqlite:///{tmp / 'jobs.db'}"
+    figures = asyncio.run(batchwork_run(url, tmp))
+    figures["store_only_claim_complete"] = asyncio.run(
+        store_pipeline(f"sqlite:///{tmp / 'pipeline.db'}")
+    )
+    return figures
 
 
 def postgres_drain() -> dict[str, float] | None:
@@ -333,6 +360,7 @@ def main() -> None:
             "enqueue_vs_floor_insert": round(ours["enqueue"] / floor["insert_one_per_tx"], 2),
             "enqueue_vs_huey": round(ours["enqueue"] / huey["enqueue"], 2),
             "drain_vs_huey": round(ours["drain"] / huey["drain"], 2),
+            "drain_vs_store_only": round(ours["drain"] / ours["store_only_claim_complete"], 2),
             "drain_vs_floor_claim_plus_done": round(
                 ours["drain"] / (1 / (1 / floor["claim_batch_256"] + 1 / floor["done_batch_256"])),
                 2,
