@@ -14,7 +14,8 @@ Protocol (the same for batchwork and the peer), median of ``RUNS`` fresh stores:
 Floors, with Python's ``sqlite3`` on the same kind of file (WAL, synchronous=NORMAL):
 one-row insert transactions, claim transactions of 256 rows (``UPDATE … RETURNING``) and
 "done" transactions of 256 rows; and batchwork's store alone (claim 256 / complete 256 in
-a loop, no worker), which bounds what any worker on it can drain. Peer: Huey's ``SqliteHuey`` with its consumer (threads).
+a loop, no worker), which bounds what any worker on it can drain. Peer: Huey's
+``SqliteHuey`` with its consumer (threads).
 
 Run: ``python -m benchmarks jobs`` (prints JSON). Set ``BATCHWORK_TEST_POSTGRES_DSN`` to
 also drain on PostgreSQL.
