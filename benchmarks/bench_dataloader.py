@@ -14,7 +14,9 @@ Each shape runs with ``cache=True`` and ``cache=False`` (in-flight dedupe only; 
 aiodataloader, whose dedupe *is* its cache, ``cache=False`` loads duplicates again).
 
 SyncBatcher workload: 8 threads, each submitting 5,000 items one after another and
-blocking for each result (identity batch function, ``max_size=256``, ``max_wait=0``).
+blocking for each result (identity batch function, ``max_size=256``, ``max_wait=0``),
+once with a plain ``def`` (run in the executor: one more thread hop per batch) and once
+with an ``async def`` (run on the helper loop).
 Floor: the same 8 threads each handing every item to a one-worker
 ``ThreadPoolExecutor`` and blocking on its ``Future`` -- the cheapest cross-thread round
 trip the standard library offers.
@@ -155,40 +157,48 @@ def run_threads(submit: Callable[[int], object]) -> float:
     return time.perf_counter() - start
 
 
-def time_sync_batcher() -> float:
-    def identity(items: list[int]) -> list[int]:
-        return items
-
+def time_sync_batcher(fn: Callable[[list[int]], Any]) -> float:
     def once() -> float:
-        with SyncBatcher(identity, max_size=MAX_SIZE, max_wait=0) as batcher:
+        with SyncBatcher(fn, max_size=MAX_SIZE, max_wait=0) as batcher:
             batcher.submit(-1)  # start the loop thread outside the timing
             return run_threads(batcher.submit)
 
     return best_of(once)
 
 
+def identity(items: list[int]) -> list[int]:
+    return items
+
+
+async def async_identity(items: list[int]) -> list[int]:
+    return items
+
+
 def time_pool_floor() -> float:
-    def identity(item: int) -> int:
+    def one(item: int) -> int:
         return item
 
     def once() -> float:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(identity, -1).result()
-            return run_threads(lambda item: pool.submit(identity, item).result())
+            pool.submit(one, -1).result()
+            return run_threads(lambda item: pool.submit(one, item).result())
 
     return best_of(once)
 
 
 def sync_results() -> dict[str, Any]:
     total = THREADS * PER_THREAD
-    ours_s = time_sync_batcher()
+    sync_s = time_sync_batcher(identity)
+    async_s = time_sync_batcher(async_identity)
     floor_s = time_pool_floor()
     return {
         "threads": THREADS,
         "items": total,
-        "sync_batcher_items_per_s": round(total / ours_s),
         "thread_pool_floor_items_per_s": round(total / floor_s),
-        "ratio_time": round(ours_s / floor_s, 3),
+        "sync_fn_items_per_s": round(total / sync_s),
+        "sync_fn_ratio_time": round(sync_s / floor_s, 3),
+        "async_fn_items_per_s": round(total / async_s),
+        "async_fn_ratio_time": round(async_s / floor_s, 3),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
 from collections.abc import Iterator
@@ -277,3 +278,14 @@ def test_method_batcher_gets_a_descriptive_name() -> None:
     repo = Repo()
     assert "Repo.get" in repo.get.batcher.batcher.name
     repo.get.batcher.close()
+
+
+def test_a_collected_instance_stops_its_batcher_thread() -> None:
+    repo = Repo()
+    assert repo.get(1) == "row1"
+    name = f"batchwork-{repo.get.batcher.batcher.name}"
+    thread = next(t for t in threading.enumerate() if t.name == name)
+    del repo
+    gc.collect()
+    thread.join(timeout=DEADLINE)
+    assert not thread.is_alive()
