@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import batchwork
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "taskrunner_fallback.py"
 DOC = ROOT / "docs" / "coming-from-ts-batcher.md"
-
-
-@pytest.fixture(autouse=True)
-def _event_loop_for_sync_tests() -> Iterator[None]:
-    # looptime's pytest hook asks the policy for an event loop even in a sync test, and
-    # the policy then creates one that nobody closes: its ResourceWarning surfaces later,
-    # in whatever test the garbage collector happens to run. Give these tests a loop that
-    # is closed when they end.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 def _fenced(language: str) -> list[str]:

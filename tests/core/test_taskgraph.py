@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -25,20 +24,6 @@ from batchwork._taskgraph import (
     TaskGraph,
     find_cycle,
 )
-
-
-@pytest.fixture(autouse=True)
-def _event_loop_for_sync_tests() -> Iterator[None]:
-    # looptime's pytest hook asks the policy for an event loop even in a sync test, and
-    # the policy then creates one that nobody closes: its ResourceWarning surfaces later,
-    # in whatever test the garbage collector happens to run. Give these tests a loop that
-    # is closed when they end.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
 
 # -- readiness ---------------------------------------------------------------------------
 

@@ -8,30 +8,15 @@ the state its needs and policy dictate.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import looptime
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchwork import Skipped, TaskHandle, TaskRunner
 from batchwork.errors import DependencyFailed
-
-
-@pytest.fixture(autouse=True)
-def _event_loop_for_sync_tests() -> Iterator[None]:
-    # looptime's pytest hook asks the policy for an event loop even in a sync test, and
-    # the policy then creates one that nobody closes: its ResourceWarning surfaces later,
-    # in whatever test the garbage collector happens to run. Give these tests a loop that
-    # is closed when they end.
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 @dataclass
