@@ -165,6 +165,8 @@ class RunningJobs:
             if not active.done.done():
                 active.done.set_result(None)
             self.processor._job_changed()
+            if not self.active:
+                self.on_slot_freed()  # a burst worker may now see that all is done
 
     async def _finish(self, active: _Active, report: RunReport, duration: float) -> None:
         job = active.claimed.job
