@@ -108,6 +108,28 @@ async def test_retry(store: Store, clock: ManualClock) -> None:
     assert again == {failed: 2, waiting: 1}
 
 
+async def test_retry_leaves_a_unique_key_to_the_newer_active_job(
+    store: Store, clock: ManualClock
+) -> None:
+    [old, solo] = await add(
+        store, clock, new_job(clock.now(), unique_key="k"), new_job(clock.now(), unique_key="s")
+    )
+    await store.register_worker(worker(clock))
+    await store.complete("w1", [outcome(c, clock) for c in await claim_all(store, clock)])
+    [newer] = await add(store, clock, new_job(clock.now(), unique_key="k"))
+    assert newer != old
+    assert await store.retry(old, now=clock.now()) is True
+    assert await store.retry(solo, now=clock.now()) is True
+    assert (await store.get(old)).unique_key is None
+    assert (await store.get(newer)).unique_key == "k"
+    assert (await store.get(solo)).unique_key == "s"  # nobody else holds it: kept
+    again = await store.enqueue(
+        [new_job(clock.now(), unique_key="k"), new_job(clock.now(), unique_key="s")],
+        now=clock.now(),
+    )
+    assert again == [newer, solo]
+
+
 async def test_retry_revives_skipped_and_crashed_jobs(store: Store, clock: ManualClock) -> None:
     [active] = await add(store, clock, new_job(clock.now(), "x", exclusive=True))
     [skipped] = await add(store, clock, new_job(clock.now(), "x", exclusive=True))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from batchwork.errors import JobNotFound, StoreError
 
+from . import _sqlite_batch as batch
 from . import _sqlite_ops as ops
 from . import _sqlite_queries as queries
 from ._model import (
@@ -296,13 +297,17 @@ class SQLiteStore:
         now_us = to_us(now)
         generation = self._generation
 
-        def work(conn: Any) -> list[Claimed]:
-            claimed = ops.claim(conn, worker_id, tags, limit, now_us)
-            # Read under the write lock: a commit by anyone else after this changes it.
-            self._seen = (generation, ops.data_version(conn))
-            return claimed
+        def work(conn: Any) -> tuple[str, str]:
+            lease, count, rows = batch.claim(conn, worker_id, tags, limit, now_us)
+            if count < limit:
+                # A short claim: the worker may wait next. Read under the write lock, so
+                # any later commit by another connection moves it. (After a full claim
+                # the worker claims again first; a stale mark only costs one extra look.)
+                self._seen = (generation, ops.data_version(conn))
+            return lease, rows
 
-        return await self._write(work)
+        lease, rows = await self._write(work)
+        return batch.claimed_from_json(lease, rows)
 
     async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
         """Take this one job if it is pending or paused, due or not (inline runs)."""
@@ -313,7 +318,11 @@ class SQLiteStore:
         """Write run outcomes whose lease still matches; returns the ids written."""
         if not outcomes:
             return set()
-        return await self._write(lambda conn: ops.complete(conn, worker_id, outcomes), notify=True)
+        encoded = batch.outcomes_json(worker_id, outcomes)
+        written = await self._write(
+            lambda conn: batch.complete(conn, worker_id, encoded), notify=True
+        )
+        return set(written)
 
     async def release(self, worker_id: str, leases: Sequence[tuple[int, str]]) -> None:
         """Undo claims whose handler never started."""

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from ._model import (
-    ALLOWED_TRANSITIONS,
     ENDED_STATUSES,
     CancelResult,
     Claimed,
@@ -25,7 +24,6 @@ from ._model import (
     JobStatus,
     JobType,
     NewJob,
-    Outcome,
     Recovery,
     WorkerInfo,
 )
@@ -43,7 +41,6 @@ _MISSING: Any = object()
 _STATUS = {status.value: status for status in JobStatus}
 _TYPE = {kind.value: kind for kind in JobType}
 _INSERTABLE = frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.MISSED})
-_FROM_RUNNING = ALLOWED_TRANSITIONS[JobStatus.RUNNING]
 
 _INSERT = (
     "INSERT INTO batchwork_jobs (name, type, status, payload, error, tag, priority,"
@@ -52,8 +49,14 @@ _INSERT = (
 )
 
 
-def row_to_job(row: Sequence[Any], times: dict[int | None, datetime | None] | None = None) -> Job:
-    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job`.
+def row_to_job(
+    row: Sequence[Any],
+    times: dict[int | None, datetime | None] | None = None,
+    *,
+    decoded: bool = False,
+) -> Job:
+    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job` (``decoded``: payload and result
+    are already decoded, as in a JSON row).
 
     ``times`` memoizes instants across the rows of one result: rows claimed or enqueued
     together share most of them, and building datetimes is most of a row's cost.
@@ -61,14 +64,17 @@ def row_to_job(row: Sequence[Any], times: dict[int | None, datetime | None] | No
     if times is None:
         times = {None: None}
     payload, result = row[4], row[5]
+    if not decoded:
+        payload = None if payload is None else json.loads(payload)
+        result = None if result is None else json.loads(result)
     # Positional arguments in Job's field order (keywords cost more, per row).
     return Job(
         row[0],
         row[1],
         _TYPE[row[2]],
         _STATUS[row[3]],
-        None if payload is None else json.loads(payload),
-        None if result is None else json.loads(result),
+        payload,
+        result,
         row[6],
         row[7],
         row[8],
@@ -245,28 +251,17 @@ def due_jobs_sql(tags: Sequence[str] | None) -> str:
     )
 
 
-def claim(
-    conn: sqlite3.Connection,
-    worker_id: str,
-    tags: Sequence[str] | None,
-    limit: int,
-    now_us: int,
-) -> list[Claimed]:
-    """Take up to ``limit`` due jobs, in claim order."""
-    if limit < 1:
-        return []
+def claim_update(
+    worker_id: str, tags: Sequence[str] | None, limit: int, now_us: int
+) -> tuple[str, list[Any], str]:
+    """The ``UPDATE`` that claims up to ``limit`` due jobs, its parameters and the lease."""
     sql, params = _claim_set(worker_id, now_us)
-    select = due_jobs_sql(tags)
+    lease = params[1]
     params.append(now_us)
     if tags is not None:
         params.append(json.dumps(list(tags)))
     params.append(limit)
-    rows = conn.execute(
-        f"{sql} WHERE id IN ({select}) RETURNING {JOB_COLUMNS}, lease", params
-    ).fetchall()
-    # RETURNING gives no order; hand jobs back in the order they were chosen.
-    rows.sort(key=lambda row: (-row[9], row[12], row[0]))
-    return [Claimed(job, row[23]) for job, row in zip(rows_to_jobs(rows), rows, strict=True)]
+    return f"{sql} WHERE id IN ({due_jobs_sql(tags)})", params, lease
 
 
 def claim_job(conn: sqlite3.Connection, worker_id: str, job_id: int, now_us: int) -> Claimed | None:
@@ -279,61 +274,7 @@ def claim_job(conn: sqlite3.Connection, worker_id: str, job_id: int, now_us: int
     return None if row is None else Claimed(row_to_job(row), row[23])
 
 
-def complete(conn: sqlite3.Connection, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
-    """Write outcomes whose lease still matches; return the ids written."""
-    written: set[int] = set()
-    instants: dict[datetime, int] = {}  # outcomes of one batch mostly share ended_at
-    for outcome in outcomes:
-        if outcome.status not in _FROM_RUNNING:
-            raise ValueError(f"a run cannot end {outcome.status}")
-        ended = instants.get(outcome.ended_at)
-        if ended is None:
-            ended = instants[outcome.ended_at] = to_us(outcome.ended_at)
-        sql, params = _outcome_update(worker_id, outcome, ended)
-        if conn.execute(sql, params).rowcount:
-            written.add(outcome.job_id)
-    return written
-
-
 _FENCE = " WHERE id = ? AND worker_id = ? AND lease = ? AND status = 'running'"
-_RETRY_SQL = (
-    "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, error = ?,"
-    " duration = ?, worker_id = NULL, lease = NULL, updated_at = ?" + _FENCE
-)
-_PAUSE_SQL = (
-    "UPDATE batchwork_jobs SET status = 'paused', duration = ?, worker_id = NULL,"
-    " lease = NULL, updated_at = ?" + _FENCE
-)
-_END_SQL = (
-    "UPDATE batchwork_jobs SET status = ?, result = ?, error = ?, ended_at = ?,"
-    " duration = ?, lease = NULL, updated_at = ?, exit_hook = ?, exit_hook_worker = ?" + _FENCE
-)
-
-
-def _outcome_update(worker_id: str, outcome: Outcome, ended: int) -> tuple[str, tuple[Any, ...]]:
-    job_id, lease = outcome.job_id, outcome.lease
-    if outcome.status is JobStatus.PENDING:
-        if outcome.retry_at is None:
-            raise ValueError(f"a retry of job {job_id} needs retry_at")
-        retry_at = to_us(outcome.retry_at)
-        params = (retry_at, outcome.error, outcome.duration, ended, job_id, worker_id, lease)
-        return _RETRY_SQL, params
-    if outcome.status is JobStatus.PAUSED:
-        return _PAUSE_SQL, (outcome.duration, ended, job_id, worker_id, lease)
-    hook, hook_worker = ("taken", worker_id) if outcome.run_exit_hook else ("due", None)
-    return _END_SQL, (
-        outcome.status.value,
-        outcome.result_json,
-        outcome.error,
-        ended,
-        outcome.duration,
-        ended,
-        hook,
-        hook_worker,
-        job_id,
-        worker_id,
-        lease,
-    )
 
 
 def release(
@@ -472,7 +413,11 @@ def retry(conn: sqlite3.Connection, job_id: int, now_us: int) -> bool | None:
     cursor = conn.execute(
         "UPDATE batchwork_jobs SET status = 'pending', scheduled_for = ?, ended_at = NULL,"
         " result = NULL, worker_id = NULL, lease = NULL, conflict_id = NULL, crashes = 0,"
-        " cancel_requested = 0, exit_hook = 'none', exit_hook_worker = NULL, updated_at = ?"
+        " cancel_requested = 0, exit_hook = 'none', exit_hook_worker = NULL, updated_at = ?,"
+        # the key may belong to a newer active job by now: that one keeps it
+        " unique_key = CASE WHEN EXISTS (SELECT 1 FROM batchwork_jobs AS a"
+        "  WHERE a.unique_key = batchwork_jobs.unique_key"
+        f"  AND a.status IN {ACTIVE_SQL}) THEN NULL ELSE unique_key END"
         f" WHERE id = ? AND status IN {_ENDED_SQL}",
         (now_us, now_us, job_id),
     )
