@@ -29,6 +29,21 @@ async def test_enqueue_returns_one_id_per_job_in_order(store: Store, clock: Manu
     assert await store.enqueue([], now=now) == []
 
 
+async def test_ids_match_their_jobs_in_a_large_mixed_batch(
+    store: Store, clock: ManualClock
+) -> None:
+    now = clock.now()
+    jobs = [new_job(now, payload={"n": n}) for n in range(600)]
+    jobs[300] = new_job(now, payload={"n": 300}, unique_key="middle")
+    jobs[450] = new_job(now, "other", payload={"n": 450}, exclusive=True)
+    ids = await add(store, clock, *jobs)
+    assert len(set(ids)) == 600
+    for n in (0, 1, 299, 300, 301, 449, 450, 451, 599):
+        assert (await store.get(ids[n])).payload == {"n": n}
+    listed = {job.id: job.payload["n"] for job in await store.list_jobs(limit=1000)}
+    assert listed == {job_id: n for n, job_id in enumerate(ids)}
+
+
 async def test_a_new_job_record_has_every_field(store: Store, clock: ManualClock) -> None:
     due = clock.now() + timedelta(seconds=5)
     payload = {"path": "a.csv", "nested": [1, 2.5, None, True, {"ü": "ok"}]}

@@ -47,6 +47,12 @@ _INSERT = (
     " conflict_id, scheduled_for, created_at, ended_at, updated_at, unique_key, resumable,"
     " max_crashes, tick_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_JSON = (
+    _INSERT.split(" VALUES ")[0]
+    + " SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(16))
+    + " FROM json_each(?) ORDER BY key"
+)
 
 
 def row_to_job(
@@ -143,9 +149,11 @@ def _insert_plain(
         ids.append(conn.execute(_INSERT + " RETURNING id", rows[0]).fetchone()[0])
         rows.clear()
         return
-    conn.executemany(_INSERT, rows)
-    # We hold the write lock and ids come from AUTOINCREMENT, so one executemany's rows
-    # get consecutive ids ending at the last inserted one.
+    # One statement over a JSON document rather than executemany: sqlite3 re-takes the
+    # GIL after every row, and each time may wait for a busy event loop.
+    conn.execute(_INSERT_JSON, (json.dumps(rows),))
+    # We hold the write lock and ids come from AUTOINCREMENT, so the rows of one insert
+    # get consecutive ids, in document order, ending at the last inserted one.
     last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     ids.extend(range(last - len(rows) + 1, last + 1))
     rows.clear()
