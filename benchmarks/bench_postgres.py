@@ -26,6 +26,7 @@ default the loopback test database).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -88,7 +89,7 @@ async def timed(fn: Callable[[], Awaitable[Any]]) -> float:
 def new_jobs(count: int, at: Any) -> list[Any]:
     from batchwork.jobs._model import NewJob
 
-    return [NewJob("noop", '{"i":%d}' % i, at) for i in range(count)]
+    return [NewJob("noop", f'{{"i":{i}}}', at) for i in range(count)]
 
 
 async def drop(schema: str) -> None:
@@ -98,92 +99,94 @@ async def drop(schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
-# -- floors -------------------------------------------------------------------------------
-async def floors(schema: str) -> dict[str, float]:
-    import psycopg
+# -- floors and the store, interleaved -----------------------------------------------------
+class Raw:
+    """The floor: hand-written SQL on one autocommit psycopg connection."""
 
-    s = f'"{schema}"'
-    out: dict[str, float] = {}
-    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
-        await conn.execute(f"CREATE SCHEMA {s}".encode())
-        await conn.execute(RAW_TABLE.format(s=s).encode())
-        insert = RAW_INSERT.format(s=s).encode()
-        now = time_now()
-
-        async def single() -> None:
-            for i in range(SINGLE):
-                await conn.execute(insert, ("noop", '{"i":%d}' % i, now, now, now))
-
-        out["enqueue_one"] = rate(SINGLE, await timed(single))
-        stamp = now.isoformat()
-        text = "".join(
-            f'noop\tjob\tpending\t{{"i":{i}}}\t{stamp}\t{stamp}\t{stamp}\n' for i in range(N)
-        )
-        copy_sql = (
+    def __init__(self, conn: Any, schema: str) -> None:
+        self.conn = conn
+        s = f'"{schema}"'
+        self.schema = s
+        self.insert = RAW_INSERT.format(s=s).encode()
+        self.claim, self.done = RAW_CLAIM.format(s=s).encode(), RAW_DONE.format(s=s).encode()
+        self.copy_sql = (
             f"COPY {s}.raw_jobs (name, type, status, payload, scheduled_for, created_at, "
             "updated_at) FROM STDIN"
         ).encode()
 
-        async def copy() -> None:
-            async with conn.transaction(), conn.cursor().copy(copy_sql) as cp:
-                await cp.write(text)
+    async def create(self) -> None:
+        await self.conn.execute(f"CREATE SCHEMA {self.schema}".encode())
+        await self.conn.execute(RAW_TABLE.format(s=self.schema).encode())
 
-        out["enqueue_many"] = rate(N, await timed(copy))
-        await conn.execute(f"DELETE FROM {s}.raw_jobs WHERE id <= %s".encode(), (SINGLE,))
-        claim, done = RAW_CLAIM.format(s=s).encode(), RAW_DONE.format(s=s).encode()
+    async def single(self, count: int, now: Any) -> None:
+        for i in range(count):
+            await self.conn.execute(self.insert, ("noop", f'{{"i":{i}}}', now, now, now))
 
-        async def drain() -> None:
-            while rows := await (await conn.execute(claim, (BATCH,))).fetchall():
-                await conn.execute(done, ([r[0] for r in rows],))
+    async def copy(self, count: int, now: Any) -> None:
+        stamp = now.isoformat()
+        text = "".join(
+            f'noop\tjob\tpending\t{{"i":{i}}}\t{stamp}\t{stamp}\t{stamp}\n' for i in range(count)
+        )
+        async with self.conn.transaction(), self.conn.cursor().copy(self.copy_sql) as cp:
+            await cp.write(text)
 
-        out["claim_complete"] = rate(N, await timed(drain))
-    return out
+    async def drain(self) -> None:
+        while rows := await (await self.conn.execute(self.claim, (BATCH,))).fetchall():
+            await self.conn.execute(self.done, ([r[0] for r in rows],))
 
 
-def time_now() -> Any:
-    from datetime import UTC, datetime
+async def store_drain(store: Any) -> None:
+    from batchwork.jobs._model import JobStatus, Outcome
 
-    return datetime.now(UTC)
+    while claimed := await store.claim("w", tags=None, limit=BATCH, now=store.now()):
+        at = store.now()
+        outcomes = [
+            Outcome(c.job.id, c.lease, JobStatus.FINISHED, at, 0.0, result_json="null")
+            for c in claimed
+        ]
+        await store.complete("w", outcomes)
 
 
-# -- the store ----------------------------------------------------------------------------
-async def store_round(schema: str) -> dict[str, float]:
-    from batchwork.jobs._model import JobStatus, Outcome, WorkerInfo
+async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float], ...]:
+    """Floor and store side by side; one-call enqueues alternate in chunks of 100."""
+    import psycopg
+
+    from batchwork.jobs._model import WorkerInfo
     from batchwork.jobs._postgres import PostgresStore
 
-    store = PostgresStore(DSN, schema=schema)
-    await store.open()
-    out: dict[str, float] = {}
-    try:
-        now = store.now()
-        singles = new_jobs(SINGLE, now)
+    floor: dict[str, float] = {}
+    ours: dict[str, float] = {}
+    async with await psycopg.AsyncConnection.connect(DSN, autocommit=True) as conn:
+        raw = Raw(conn, raw_schema)
+        await raw.create()
+        store = PostgresStore(DSN, schema=store_schema)
+        await store.open()
+        try:
+            now = store.now()
+            jobs = new_jobs(SINGLE, now)
+            raw_time = store_time = 0.0
+            for chunk in range(0, SINGLE, 100):
+                raw_time += await timed(lambda: raw.single(100, now))
+                part = jobs[chunk : chunk + 100]
+                store_time += await timed(lambda: _one_each(store, part, now))  # noqa: B023
+            floor["enqueue_one"], ours["enqueue_one"] = (
+                rate(SINGLE, raw_time),
+                rate(SINGLE, store_time),
+            )
+            many = new_jobs(N, now)
+            floor["enqueue_many"] = rate(N, await timed(lambda: raw.copy(N, now)))
+            ours["enqueue_many"] = rate(N, await timed(lambda: store.enqueue(many, now=now)))
+            await store.register_worker(WorkerInfo("w", "h", 1, None, BATCH, 30.0, now, now))
+            floor["claim_complete"] = rate(N + SINGLE, await timed(raw.drain))
+            ours["claim_complete"] = rate(N + SINGLE, await timed(lambda: store_drain(store)))
+        finally:
+            await store.close()
+    return floor, ours
 
-        async def single() -> None:
-            for job in singles:
-                await store.enqueue([job], now=now)
 
-        out["enqueue_one"] = rate(SINGLE, await timed(single))
-        many = new_jobs(N, now)
-        out["enqueue_many"] = rate(N, await timed(lambda: store.enqueue(many, now=now)))
-        await store.register_worker(WorkerInfo("w", "h", 1, None, BATCH, 30.0, now, now))
-        claimed = await store.claim("w", tags=None, limit=SINGLE, now=store.now())
-        await store.complete(
-            "w", [Outcome(c.job.id, c.lease, JobStatus.FINISHED, now, 0.0) for c in claimed]
-        )
-
-        async def drain() -> None:
-            while claimed := await store.claim("w", tags=None, limit=BATCH, now=store.now()):
-                at = store.now()
-                outcomes = [
-                    Outcome(c.job.id, c.lease, JobStatus.FINISHED, at, 0.0, result_json="null")
-                    for c in claimed
-                ]
-                await store.complete("w", outcomes)
-
-        out["claim_complete"] = rate(N, await timed(drain))
-    finally:
-        await store.close()
-    return out
+async def _one_each(store: Any, jobs: list[Any], now: Any) -> None:
+    for job in jobs:
+        await store.enqueue([job], now=now)
 
 
 # -- pickup latency -----------------------------------------------------------------------
@@ -299,12 +302,11 @@ async def run() -> dict[str, Any]:
     try:
         floor_rounds, store_rounds, peer_rounds = [], [], []
         for _ in range(RUNS):
-            floor_rounds.append(await floors(fresh()))
-            store_rounds.append(await store_round(fresh()))
-            try:
+            floor, ours = await one_round(fresh(), fresh())
+            floor_rounds.append(floor)
+            store_rounds.append(ours)
+            with contextlib.suppress(ImportError):  # bench-only dependency
                 peer_rounds.append(await procrastinate_round(fresh()))
-            except ImportError:  # bench-only dependency
-                pass
         latency = await pickup(fresh())
     finally:
         for schema in schemas:
@@ -324,9 +326,7 @@ async def run() -> dict[str, Any]:
     if peer_rounds:
         peer = median_of(peer_rounds)
         result["procrastinate_jobs_per_s"] = peer
-        result["ratio_to_procrastinate"] = {
-            key: round(store[key] / peer[key], 2) for key in peer
-        }
+        result["ratio_to_procrastinate"] = {key: round(store[key] / peer[key], 2) for key in peer}
     return result
 
 

@@ -11,7 +11,6 @@ import logging
 import select
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
@@ -190,8 +189,9 @@ class PostgresStore:
         self._listening = False
         self._listen_ready: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
+        # Changes seen (NOTIFY or own writes) and the count at the last claim or wait.
         self._generation = 0
-        self._seen: weakref.WeakKeyDictionary[asyncio.Task[Any], int] = weakref.WeakKeyDictionary()
+        self._seen = 0
         self._clock = (time.time(), time.monotonic())
         self._down = False
         # Leases of claims whose reply was lost: they may have committed, so their jobs are
@@ -240,6 +240,7 @@ class PostgresStore:
         with suppress(TimeoutError):
             async with asyncio.timeout(self._connect_timeout):
                 await self._listen_ready.wait()
+        self._seen = self._generation
 
     async def close(self) -> None:
         """Stop listening and close every connection; :meth:`open` may be called again."""
@@ -252,6 +253,7 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
         self._listening = False
+        self._wake()  # waiters return: nothing more comes through this store
 
     async def _migrate(self, conn: Conn) -> None:
         migrations = _migrations()
@@ -381,22 +383,19 @@ class PostgresStore:
             delay = min(delay * 2, 5.0)
 
     async def wait_for_work(self, at_most: float) -> None:
-        """Return when jobs were added or ended (NOTIFY), or after ``at_most`` seconds.
+        """Return when jobs were added or ended since the last claim or wait (NOTIFY from
+        any process, or a write through this store), or after ``at_most`` seconds.
 
-        Each asyncio task is told about a change once: a change that happened since the
-        same task's previous call returns at once.
+        While the LISTEN connection is down, waits last at most ``poll_interval``.
         """
         self._opened()
-        task = asyncio.current_task()
-        seen = self._seen.get(task) if task is not None else None
         event = self._changed
-        if event is not None and (seen is None or seen == self._generation):
+        if event is not None and self._seen == self._generation:
             timeout = at_most if self._listening else min(at_most, self._poll_interval)
             with suppress(TimeoutError):
                 async with asyncio.timeout(max(timeout, 0)):
                     await event.wait()
-        if task is not None:
-            self._seen[task] = self._generation
+        self._seen = self._generation
 
     # -- producing -------------------------------------------------------------------
     async def enqueue(
@@ -556,6 +555,8 @@ class PostgresStore:
         uncertain = self._uncertain.setdefault(worker_id, set())
 
         async def go(conn: Conn) -> tuple[str, list[Any]]:
+            # this claim sees every change notified so far; a later one wakes the next wait
+            self._seen = self._generation
             await self._settle_claims(conn, worker_id)
             lease = uuid.uuid4().hex
             params = {"now": now, "limit": limit, "worker": worker_id, "lease": lease}

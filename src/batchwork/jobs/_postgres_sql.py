@@ -337,18 +337,20 @@ class Sql:
             "o.lease AS o_lease, o.hook AS o_hook), "
             f"moved AS (INSERT INTO {self.history} ({', '.join(ALL_COLUMNS)}) "
             f"SELECT {moved} FROM ended m RETURNING id) "
-            f"SELECT id{commit} FROM again UNION ALL SELECT id{commit} FROM moved"
-            + (self._already_written() if again else "")
+            # a paused job (or a retry) is claimable again: wake the idle workers
+            f"SELECT id{commit}, pg_notify('{channel_for(self.schema)}', '')::text FROM again "
+            f"UNION ALL SELECT id{commit}, '' FROM moved"
+            + (self._already_written(commit) if again else "")
         )
 
-    def _already_written(self) -> str:
+    def _already_written(self, commit: str) -> str:
         # Outcomes an earlier try of this very call wrote before its reply was lost: the
         # same lease, status and end time (a different outcome for that lease is refused).
         return (
-            f" UNION ALL SELECT h.id FROM {self.history} h JOIN o ON h.id = o.id "
+            f" UNION ALL SELECT h.id{commit}, '' FROM {self.history} h JOIN o ON h.id = o.id "
             "AND h.last_lease = o.lease AND h.status = o.status AND h.ended_at = o.ended_at "
             "WHERE h.id = ANY(%(ids)s::bigint[]) AND h.worker_id = %(worker)s "
-            f"UNION ALL SELECT j.id FROM {self.jobs} j JOIN o ON j.id = o.id "
+            f"UNION ALL SELECT j.id{commit}, '' FROM {self.jobs} j JOIN o ON j.id = o.id "
             "AND j.last_lease = o.lease AND j.status = o.status AND j.updated_at = o.ended_at "
             "WHERE j.id = ANY(%(ids)s::bigint[])"
         )
