@@ -6,13 +6,16 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._batch_group import FUT, INDEX, ITEM, SINK, Batch, Entry, Group
 from ._batch_stats import BatchInfo, Counters
 
 logger = logging.getLogger("batchwork")
+
+NOTHING: tuple[Awaitable[object], ...] = ()
+"""No callbacks to wait for (shared, so the common case allocates nothing)."""
 
 
 class Answers:
@@ -34,37 +37,61 @@ class Answers:
 
     def settle(
         self, batch: Batch, outcomes: Any, error: BaseException | None
-    ) -> list[Awaitable[object]]:
+    ) -> Sequence[Awaitable[object]]:
+        """Give every caller of ``batch`` its outcome (or ``error`` for all of them).
+
+        Returns the awaitables that async ``put`` callbacks gave back.
+        """
         entries = batch.entries
         if batch.abandoned and not batch.puts:
-            return []
+            return NOTHING
         if outcomes is None:
             error = error if error is not None else asyncio.CancelledError()
             return self.fail_all(entries, error)
+        if batch.puts:
+            return self._settle_with_puts(entries, outcomes)
+        self._settle_callers(entries, outcomes)
+        return NOTHING
+
+    def _settle_with_puts(
+        self, entries: list[Entry], outcomes: Sequence[Any]
+    ) -> Sequence[Awaitable[object]]:
         puts: list[tuple[Entry, Any]] = []
-        failed = 0
+        callers: list[Entry] = []
+        caller_outcomes: list[Any] = []
         for entry, outcome in zip(entries, outcomes):  # noqa: B905 - lengths checked
-            fut = entry[FUT]
-            if fut is None:
+            if entry[FUT] is None:
                 puts.append((entry, outcome))
                 if isinstance(outcome, BaseException):
-                    failed += 1
-                continue
+                    self.counters.item_errors += 1
+            else:
+                callers.append(entry)
+                caller_outcomes.append(outcome)
+        if callers:
+            self._settle_callers(callers, caller_outcomes)
+        return self._run_callbacks(puts)
+
+    def _settle_callers(self, entries: list[Entry], outcomes: Sequence[Any]) -> None:
+        failed = 0
+        for entry, outcome in zip(entries, outcomes):  # noqa: B905 - lengths checked
             is_error = isinstance(outcome, BaseException)
             if is_error:
                 failed += 1
             sink = entry[SINK]
             if sink is not None:
                 sink.settle(entry[INDEX], outcome)
-            elif not fut.done():
+            else:
+                fut = entry[FUT]
+                if fut.done():
+                    continue
                 if is_error:
                     set_exception(fut, outcome)
                 else:
                     fut.set_result(outcome)
-        self.counters.item_errors += failed
-        return self._run_callbacks(puts) if puts else []
+        if failed:
+            self.counters.item_errors += failed
 
-    def fail_all(self, entries: list[Entry], error: BaseException) -> list[Awaitable[object]]:
+    def fail_all(self, entries: list[Entry], error: BaseException) -> Sequence[Awaitable[object]]:
         puts: list[tuple[Entry, Any]] = []
         for entry in entries:
             fut = entry[FUT]
@@ -75,7 +102,7 @@ class Answers:
             elif not fut.done():
                 set_exception(fut, error)
         self.counters.item_errors += len(entries)
-        return self._run_callbacks(puts) if puts else []
+        return self._run_callbacks(puts) if puts else NOTHING
 
     def _run_callbacks(self, puts: list[tuple[Entry, Any]]) -> list[Awaitable[object]]:
         awaiting: list[Awaitable[object]] = []
@@ -101,7 +128,7 @@ class Answers:
                 awaiting.append(returned)
         return awaiting
 
-    async def await_callbacks(self, awaiting: list[Awaitable[object]]) -> None:
+    async def await_callbacks(self, awaiting: Sequence[Awaitable[object]]) -> None:
         for awaitable in awaiting:
             try:
                 await awaitable

@@ -158,9 +158,7 @@ class Group:
         self.queue.append(entry)
         self.pushed += 1
         self.live += 1
-        owner = self.owner
-        owner._pending += 1
-        owner._counters.items += 1
+        self.owner._pending += 1
         if self.live >= self.threshold or self.force_upto > self.popped:
             self.pump()
         elif self.timer is None:
@@ -172,9 +170,7 @@ class Group:
         count = len(entries)
         self.pushed += count
         self.live += count
-        owner = self.owner
-        owner._pending += count
-        owner._counters.items += count
+        self.owner._pending += count
         if self.live >= self.threshold or self.force_upto > self.popped:
             self.pump()
         elif self.timer is None:
@@ -216,7 +212,9 @@ class Group:
         self.live -= 1
         owner = self.owner
         owner._pending -= 1
-        owner._counters.dropped += 1
+        counters = owner._counters
+        counters.dropped += 1
+        counters.items += 1
         owner._room_freed()
 
     # -- flushing ----------------------------------------------------------------------
@@ -324,6 +322,7 @@ class Group:
         batch.waited = now - entries[0][AT]
         owner = self.owner
         owner._pending -= taken
+        owner._counters.items += taken
         if taken == 1:
             owner._counters.waits.append(batch.waited)
         else:
@@ -360,6 +359,7 @@ class Group:
                 live.append(entry)
         self.live -= len(live)
         self.owner._pending -= len(live)
+        self.owner._counters.items += len(live)
         return live
 
     def cancel_timer(self) -> None:

@@ -81,7 +81,11 @@ class BatcherStats:
 
 
 class Counters:
-    """Mutable counters behind `BatcherStats` (internal; plain attributes for speed)."""
+    """Mutable counters behind `BatcherStats` (internal; plain attributes for speed).
+
+    ``items`` counts items that left the queue (sent, dropped or discarded); the items
+    still pending are added in `snapshot`, which keeps the per-item push path shorter.
+    """
 
     __slots__ = (
         "batched_items",
@@ -116,7 +120,7 @@ class Counters:
         """A frozen copy of the counters plus the live gauges."""
         p50, p99 = percentiles(self.waits, (0.50, 0.99))
         return BatcherStats(
-            items=self.items,
+            items=self.items + pending,
             batches=self.batches,
             mean_size=self.batched_items / self.batches if self.batches else 0.0,
             errors=self.errors,
