@@ -24,7 +24,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -42,7 +42,6 @@ from ._charts import fill_buckets, throughput_chart
 
 if TYPE_CHECKING:
     from batchwork.jobs import Job, JobProcessor
-    from batchwork.jobs._processor import JobStats
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -515,11 +514,20 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
 
 
-def _by_status(stats: JobStats) -> dict[str, int]:
+class Counts(Protocol):
+    """What the pages read from ``processor.stats()``."""
+
+    @property
+    def by_status(self) -> Mapping[str, int]: ...
+    @property
+    def by_name(self) -> Mapping[str, Mapping[str, int]]: ...
+
+
+def _by_status(stats: Counts) -> dict[str, int]:
     return {str(k): int(v) for k, v in stats.by_status.items()}
 
 
-def _by_name(stats: JobStats) -> dict[str, dict[str, int]]:
+def _by_name(stats: Counts) -> dict[str, dict[str, int]]:
     return {str(n): {str(s): int(c) for s, c in row.items()} for n, row in stats.by_name.items()}
 
 
