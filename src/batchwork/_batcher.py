@@ -37,7 +37,6 @@ R = TypeVar("R")
 
 logger = logging.getLogger("batchwork")
 
-_Task = asyncio.Task
 _item_of = operator.itemgetter(ITEM)
 
 PutCallback = Callable[[T, R | BaseException], object]
@@ -463,10 +462,9 @@ class Batcher(Generic[T, R]):
 
     async def _tick(self, group: Group) -> None:
         """Next-tick flush: start what is due and run the first batch in this task."""
-        timer = group.timer
-        task = timer if type(timer) is _Task else asyncio.current_task()
+        task = asyncio.current_task()
         try:
-            if timer is task:
+            if group.timer is task:
                 group.timer = None
             batch = group.pump(inline=True)
             if batch is not None:
