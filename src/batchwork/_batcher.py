@@ -46,17 +46,27 @@ class Batcher(Generic[T, R]):
     """Group single items from many callers into batches for one batch function.
 
     Each caller hands over one item and gets its own result back. A batch is flushed when
-    it holds ``max_size`` items (or ``min_size`` when set), or when its oldest item is
-    ``max_wait`` seconds old (``0``: at the end of the current event-loop tick). ``fn``
-    returns one entry per item, in order (or, with ``id_of``, a mapping by id); an entry
-    that is an exception fails only its caller, a raise fails the whole batch.
+    it holds ``max_size`` items (or ``min_size``, when set), or when its oldest item is
+    ``max_wait`` seconds old; ``max_wait=0`` flushes once the event loop has run every
+    ready callback, so items submitted in one tick (e.g. through ``gather``) share a
+    batch. ``fn`` is ``async def fn(items)`` or a plain ``def`` (run in ``executor``,
+    default the loop's thread pool) and returns one entry per item, in order; with
+    ``id_of`` it may return a mapping by id instead. An entry that is an exception fails
+    only its caller; a raise fails every caller of the batch.
 
-    Options are those of DESIGN §1: ``max_concurrency`` batches per key in ``fn`` at once,
-    ``timeout`` per call, ``retry`` (a `Retry`), ``max_pending`` (backpressure),
-    ``keys`` (per-key `KeyConfig`), ``on_batch`` (a `BatchInfo` per batch),
-    ``on_result`` (outcomes of ``put`` items), ``executor`` (for a plain ``def fn``) and
-    ``name`` (for logs). The batcher binds to the event loop it is first used on; it
-    needs no running loop to be created.
+    Options: ``max_concurrency`` batches of one key in ``fn`` at once; ``timeout`` per
+    call (then `BatchTimeout`); ``retry`` (a `Retry`); ``max_pending`` items accepted but
+    not yet sent (``submit`` waits for room, ``put`` raises `QueueFull`); ``keys`` maps a
+    key to its own `KeyConfig` (any key is batched apart from the others); ``on_batch``
+    gets a `BatchInfo` per batch; ``on_result(item, outcome)`` hears ``put`` items;
+    ``name`` appears in logs and errors. Invalid options raise ``ValueError`` naming the
+    option.
+
+    A caller cancelled while waiting disturbs no one: its item is dropped if not yet sent,
+    and when every caller of a batch inside an async ``fn`` is gone (and it holds no
+    ``put`` items) the call is cancelled. Every accepted item gets exactly one result or
+    one exception. The batcher needs no running loop to be created and binds to the loop
+    it is first used on. Errors of callbacks are logged on the ``batchwork`` logger.
 
     Example::
 
@@ -65,6 +75,7 @@ class Batcher(Generic[T, R]):
         async with Batcher(embed, max_size=64, max_wait=0.002) as batcher:
             vector = await batcher.submit("hello")
             vectors = await batcher.submit_many(["a", "b"])
+            batcher.put("fire and forget")
     """
 
     def __init__(
