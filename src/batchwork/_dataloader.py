@@ -120,7 +120,12 @@ class DataLoader(Generic[K, V]):
 
     @property
     def batcher(self) -> Batcher[Any, V]:
-        """The ``Batcher`` of the running loop (for ``stats``); outside a loop the last one."""
+        """The ``Batcher`` of the running loop (for ``stats``); outside a loop the last one.
+
+        Example::
+
+            print(users.batcher.stats.mean_size)
+        """
         return self._states.current().batcher
 
     def load(self, key: K) -> asyncio.Future[V]:
@@ -131,6 +136,11 @@ class DataLoader(Generic[K, V]):
         load at once and returns an ``asyncio.Future`` (not a coroutine), so gathering
         many loads costs no task each; every call gets its own future, so a caller that
         is cancelled never cancels the load for the others. Needs a running loop.
+
+        Example::
+
+            user = await users.load(42)
+            a, b = await asyncio.gather(users.load(1), users.load(2))  # one batch
         """
         cache_key = key if self._cache_key is None else self._cache_key(key)
         state, loop = self._state()
@@ -160,6 +170,10 @@ class DataLoader(Generic[K, V]):
 
         Waits for every key, then raises the failure of the first failed key in ``keys``
         order, unless ``return_exceptions=True``, which puts each failure in its place.
+
+        Example::
+
+            found = await users.load_many([1, 2, 3], return_exceptions=True)
         """
         state, loop = self._state()
         cache_key_of = self._cache_key
@@ -195,7 +209,12 @@ class DataLoader(Generic[K, V]):
 
     def prime(self, key: K, value: V) -> Self:
         """Put ``value`` in the cache for ``key`` unless the key is already cached (``clear``
-        it first to replace it). Does nothing with ``cache=False``."""
+        it first to replace it). Does nothing with ``cache=False``.
+
+        Example::
+
+            users.prime(user.id, user)
+        """
         if self._cache:
             cache_key = key if self._cache_key is None else self._cache_key(key)
             if cache_key not in self._cache_map:
@@ -204,7 +223,13 @@ class DataLoader(Generic[K, V]):
 
     def clear(self, key: K) -> Self:
         """Forget ``key``: drop its cached value; a load in flight is no longer shared with
-        later loads and will not fill the cache."""
+        later loads and will not fill the cache.
+
+        Example::
+
+            await rename_user(42, "ada")
+            users.clear(42)
+        """
         cache_key = key if self._cache_key is None else self._cache_key(key)
         self._cache_map.pop(cache_key, None)
         for state in self._states.values():
@@ -212,7 +237,12 @@ class DataLoader(Generic[K, V]):
         return self
 
     def clear_all(self) -> Self:
-        """Forget every key: empty the ``cache_map`` and detach every load in flight."""
+        """Forget every key: empty the ``cache_map`` and detach every load in flight.
+
+        Example::
+
+            users.clear_all()
+        """
         self._cache_map.clear()
         for state in self._states.values():
             state.in_flight.clear()

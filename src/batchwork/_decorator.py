@@ -52,7 +52,12 @@ class AsyncBatched(Generic[T, R]):
 
     @property
     def batcher(self) -> Batcher[T, R]:
-        """The ``Batcher`` of the running event loop (outside a loop: the last one used)."""
+        """The ``Batcher`` of the running event loop (outside a loop: the last one used).
+
+        Example::
+
+            await embed.batcher.close()
+        """
         return self._batchers.current()
 
 
@@ -82,7 +87,12 @@ class SyncBatched(Generic[T, R]):
 
     @property
     def batcher(self) -> SyncBatcher[T, R]:
-        """The ``SyncBatcher`` underneath (``stats``, ``flush``, ``close``)."""
+        """The ``SyncBatcher`` underneath (``stats``, ``flush``, ``close``).
+
+        Example::
+
+            fetch_rows.batcher.close()
+        """
         return self._batcher
 
 

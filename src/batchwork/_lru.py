@@ -114,7 +114,12 @@ class LRUCache(MutableMapping[K, V]):
         return iter(keys)
 
     def clear(self) -> None:
-        """Remove every entry."""
+        """Remove every entry.
+
+        Example::
+
+            cache.clear()
+        """
         with self._lock:
             self._data.clear()
 

@@ -18,6 +18,11 @@ class PerLoop(Generic[B]):
     test). Entries of closed loops are dropped when a new loop arrives. Outside a loop,
     ``current()`` answers the most recently handed-out object, or a spare one that the
     next new loop adopts.
+
+    Example::
+
+        batchers = PerLoop(lambda: Batcher(fn))
+        await batchers.get().submit(item)  # this loop's Batcher
     """
 
     __slots__ = ("_by_loop", "_factory", "_last", "_lock", "_spare")

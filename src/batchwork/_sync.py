@@ -101,7 +101,12 @@ class SyncBatcher(Generic[T, R]):
 
     @property
     def batcher(self) -> Batcher[T, R]:
-        """The async ``Batcher`` underneath (it lives on the helper thread's loop)."""
+        """The async ``Batcher`` underneath (it lives on the helper thread's loop).
+
+        Example::
+
+            print(batcher.batcher.name)
+        """
         return self._batcher
 
     def submit(self, item: T, *, key: Hashable | None = None) -> R:
@@ -109,6 +114,10 @@ class SyncBatcher(Generic[T, R]):
 
         Raises what the batch gave this item (an exception entry, the batch's error,
         ``BatchTimeout``, ``BatchResultError``), or ``BatcherClosed``.
+
+        Example::
+
+            row_id = batcher.submit(row, key="users")
         """
         if not self._fast_submit:
             return self._call(functools.partial(self._batcher.submit, item, key=key))
@@ -147,6 +156,10 @@ class SyncBatcher(Generic[T, R]):
 
         Raises the first failure (by position) once every item is answered, unless
         ``return_exceptions`` is true: then failures stand in the list.
+
+        Example::
+
+            ids = batcher.submit_many(rows)
         """
         batch = list(items)
         call = functools.partial(
@@ -164,7 +177,12 @@ class SyncBatcher(Generic[T, R]):
         """Hand over one item without waiting for its result (raises ``QueueFull`` when
         ``max_pending`` items already wait). ``callback(item, result_or_exception)``, or
         else ``on_result``, is called on the helper thread when it is done. Unlike the
-        other methods, ``put`` may also be called from such a callback."""
+        other methods, ``put`` may also be called from such a callback.
+
+        Example::
+
+            batcher.put(event, callback=lambda item, outcome: print(item, outcome))
+        """
         self._check_open()
         if self._portal.in_portal_thread():  # from a callback: already on the loop
             self._batcher.put(item, key=key, callback=callback)
@@ -178,7 +196,13 @@ class SyncBatcher(Generic[T, R]):
 
     def flush(self) -> None:
         """Flush everything pending now and block until those batches have been handed to
-        ``fn`` (as ``Batcher.flush``). Does nothing before first use or after close."""
+        ``fn`` (as ``Batcher.flush``). Does nothing before first use or after close.
+
+        Example::
+
+            batcher.put(event)
+            batcher.flush()
+        """
         if self._portal.started:
             with contextlib.suppress(PortalClosed):
                 self._portal.call(self._batcher.flush)
@@ -187,7 +211,12 @@ class SyncBatcher(Generic[T, R]):
         """Stop accepting items, finish (``drain=True``) or refuse (``drain=False``) the
         pending ones as ``Batcher.close`` does, then stop and join the helper thread.
 
-        Calling it twice is harmless; it must not be called from a callback.
+        Calling it twice is harmless; it must not be called from a callback or from
+        ``fn``.
+
+        Example::
+
+            batcher.close(drain=False)
         """
         with self._close_lock:
             if self._closed:
@@ -200,12 +229,22 @@ class SyncBatcher(Generic[T, R]):
 
     @property
     def closed(self) -> bool:
-        """Whether ``close`` has been called."""
+        """Whether ``close`` has been called.
+
+        Example::
+
+            assert not batcher.closed
+        """
         return self._closed
 
     @property
     def stats(self) -> BatcherStats:
-        """A ``BatcherStats`` snapshot (read on the helper thread while it runs)."""
+        """A ``BatcherStats`` snapshot (read on the helper thread while it runs).
+
+        Example::
+
+            print(batcher.stats.items, batcher.stats.mean_size)
+        """
         if self._portal.started:
             try:
                 return self._portal.call_sync(lambda: self._batcher.stats)
