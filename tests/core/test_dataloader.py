@@ -311,6 +311,40 @@ async def test_clear_while_in_flight_starts_a_fresh_load() -> None:
 
 
 @virtual_time
+async def test_max_concurrency_bounds_calls_in_flight() -> None:
+    running, peak = 0, 0
+
+    async def slow(keys: list[int]) -> list[int]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+        return keys
+
+    loader = DataLoader(slow, max_size=10, max_concurrency=2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await loader.load_many(range(50)) == list(range(50))
+    assert peak == 2
+    assert loop.time() - start == pytest.approx(0.3)  # 5 batches, 2 at a time
+
+
+@virtual_time
+async def test_clear_all_detaches_loads_in_flight() -> None:
+    source = Source()
+    cache: dict[int, str] = {}
+    loader = DataLoader(source, cache_map=cache)
+    old = loader.load(1)
+    await asyncio.sleep(0)
+    loader.clear_all()
+    fresh = loader.load(1)
+    assert await old == "v1"
+    assert await fresh == "v1"
+    assert source.calls == [[1], [1]]
+
+
+@virtual_time
 async def test_sync_batch_function() -> None:
     def plain(keys: list[int]) -> list[int]:
         return [k + 1 for k in keys]

@@ -125,6 +125,19 @@ def test_exception_entry_fails_only_its_caller() -> None:
         assert batcher.submit(5) == 5
 
 
+def test_submit_many_raises_the_first_failure_or_returns_them() -> None:
+    def picky(items: list[int]) -> list[int | BaseException]:
+        return [KeyError(i) if i < 0 else i for i in items]
+
+    with SyncBatcher(picky, max_size=10, max_wait=0.001) as batcher:
+        with pytest.raises(KeyError) as info:
+            batcher.submit_many([1, -2, -3])
+        assert info.value.args == (-2,)
+        mixed = batcher.submit_many([1, -2], return_exceptions=True)
+    assert mixed[0] == 1
+    assert isinstance(mixed[1], KeyError)
+
+
 def test_a_raise_reaches_every_caller_of_the_batch() -> None:
     def broken(items: list[int]) -> list[int]:
         raise RuntimeError("sink down")
