@@ -291,6 +291,8 @@ class Dashboard:
         points = await self.processor.timeline(since=since, bucket=bucket)
         workers = await self.processor.workers()
         buckets = fill_buckets(points, since=since, until=now, bucket=bucket)
+        # A killed worker's row stays until another worker recovers it: count the live.
+        workers = [w for w in workers if (now - w.heartbeat_at).total_seconds() < w.lease_timeout]
         return {
             "stats": stats,
             "by_status": _by_status(stats),

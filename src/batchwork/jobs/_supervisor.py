@@ -200,6 +200,9 @@ class Supervisor:
             env=env,
             stdout=self._output,
             stderr=self._output,
+            # Own process group: a terminal's Ctrl-C reaches only the supervisor, which
+            # forwards one SIGTERM, instead of every child getting SIGINT and SIGTERM.
+            process_group=0,
             preexec_fn=_die_with_parent,
         )
         slot.started_at = time.monotonic()
