@@ -9,7 +9,7 @@ object, because it is built once per item on the hot path):
 * ``state`` is ``None`` while queued, `DROPPED` once its caller left before it was sent,
   or the `Batch` that carries it.
 
-Every live entry is counted exactly once in ``Group.live`` and ``Batcher._pending``; an
+Every live entry is counted exactly once in ``Group.live`` and ``Room.pending``; an
 entry leaves that count either when a batch takes it or when it is dropped, never both,
 because both paths look at (and set) ``state``.
 """
@@ -116,6 +116,7 @@ class Group:
         "popped",
         "pushed",
         "queue",
+        "room",
         "running",
         "settings",
         "threshold",
@@ -133,6 +134,7 @@ class Group:
         listed: bool,
     ) -> None:
         self.owner = owner
+        self.room = owner._room
         self.key = key
         self.settings = settings
         self.loop = loop
@@ -158,7 +160,7 @@ class Group:
         self.queue.append(entry)
         self.pushed += 1
         self.live += 1
-        self.owner._pending += 1
+        self.room.pending += 1
         if self.live >= self.threshold or self.force_upto > self.popped:
             self.pump()
         elif self.timer is None:
@@ -170,7 +172,7 @@ class Group:
         count = len(entries)
         self.pushed += count
         self.live += count
-        self.owner._pending += count
+        self.room.pending += count
         if self.live >= self.threshold or self.force_upto > self.popped:
             self.pump()
         elif self.timer is None:
@@ -210,12 +212,12 @@ class Group:
         """Take a queued entry out of the counts; it stays in the deque until popped."""
         entry[STATE] = DROPPED
         self.live -= 1
-        owner = self.owner
-        owner._pending -= 1
-        counters = owner._counters
+        counters = self.owner._counters
         counters.dropped += 1
         counters.items += 1
-        owner._room_freed()
+        room = self.room
+        room.pending -= 1
+        room.freed()
 
     # -- flushing ----------------------------------------------------------------------
 
@@ -321,7 +323,8 @@ class Group:
         batch.puts = puts
         batch.waited = now - entries[0][AT]
         owner = self.owner
-        owner._pending -= taken
+        room = self.room
+        room.pending -= taken
         owner._counters.items += taken
         if taken == 1:
             owner._counters.waits.append(batch.waited)
@@ -329,8 +332,8 @@ class Group:
             owner._counters.waits.extend([now - entry[AT] for entry in entries])
         self.running += 1
         self.inflight.append(batch)
-        if owner._max_pending is not None or owner._change is not None:
-            owner._room_freed()
+        if room.limit is not None or owner._change is not None:
+            room.freed()
         return batch
 
     def finish(self, batch: Batch) -> None:
@@ -358,7 +361,7 @@ class Group:
                 entry[STATE] = DROPPED
                 live.append(entry)
         self.live -= len(live)
-        self.owner._pending -= len(live)
+        self.room.pending -= len(live)
         self.owner._counters.items += len(live)
         return live
 

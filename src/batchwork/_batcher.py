@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import operator
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Executor
 from types import TracebackType
@@ -25,6 +23,7 @@ from ._batch_group import (
     Group,
     Many,
 )
+from ._batch_room import Room
 from ._batch_routing import route_results
 from ._batch_stats import BatcherStats, BatchInfo, Counters
 from ._flush import FlushReason
@@ -112,25 +111,22 @@ class Batcher(Generic[T, R]):
             key: self._defaults.merged(config, where=f"keys[{key!r}].")
             for key, config in (keys or {}).items()
         }
-        self._max_pending = max_pending
         self._on_batch = on_batch
         self._executor = executor
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._groups: dict[Hashable, Group] = {}
         self._closed = False
-        self._pending = 0
-        self._reserved = 0
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._change: asyncio.Future[None] | None = None
+        self._room = Room(max_pending, self._notify)
         self._counters = Counters()
         self._answers = Answers(self._counters, self.name, on_batch, on_result)
         self._rng = random.Random()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Batcher {self.name!r} {state} pending={self._pending}>"
+        return f"<Batcher {self.name!r} {state} pending={self._room.pending}>"
 
     # -- public API --------------------------------------------------------------------
 
@@ -150,8 +146,8 @@ class Batcher(Generic[T, R]):
             loop = self._bind()
         if self._closed:
             raise self._closed_error(key)
-        if self._max_pending is not None and not self._has_room():
-            await self._wait_room()
+        if not self._room.fits():
+            await self._room.wait(loop)
         group = self._groups.get(key)
         if group is None:
             group = self._new_group(key, loop)
@@ -219,10 +215,10 @@ class Batcher(Generic[T, R]):
             loop = self._bind()
         if self._closed:
             raise self._closed_error(key)
-        if self._max_pending is not None and not self._has_room():
+        if not self._room.fits():
             self._counters.rejected += 1
             raise QueueFull(
-                f"batcher {self.name!r} already holds max_pending={self._max_pending} items"
+                f"batcher {self.name!r} already holds max_pending={self._room.limit} items"
             )
         group = self._groups.get(key)
         if group is None:
@@ -281,7 +277,7 @@ class Batcher(Generic[T, R]):
         """
         in_flight = sum(group.running for group in self._groups.values())
         return self._counters.snapshot(
-            pending=self._pending, in_flight=in_flight, keys=len(self._groups)
+            pending=self._room.pending, in_flight=in_flight, keys=len(self._groups)
         )
 
     @property
@@ -339,57 +335,18 @@ class Batcher(Generic[T, R]):
 
     # -- backpressure --------------------------------------------------------------------
 
-    def _has_room(self) -> bool:
-        assert self._max_pending is not None
-        return not self._room_waiters and self._pending + self._reserved < self._max_pending
-
-    def _room(self) -> int:
-        if self._max_pending is None:
-            return FOREVER
-        if self._room_waiters:
-            return 0
-        return max(0, self._max_pending - self._pending - self._reserved)
-
-    async def _wait_room(self) -> None:
-        """Wait, in arrival order, until one item fits; the room is reserved on wake."""
-        assert self._loop is not None
-        fut: asyncio.Future[None] = self._loop.create_future()
-        self._room_waiters.append(fut)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._reserved -= 1  # woken, then cancelled: pass the room on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._room_waiters.remove(fut)
-            self._room_freed()
-            raise
-        self._reserved -= 1
-
-    def _room_freed(self) -> None:
-        max_pending = self._max_pending
-        if max_pending is not None:
-            waiters = self._room_waiters
-            while waiters and self._pending + self._reserved < max_pending:
-                fut = waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-                    self._reserved += 1
-        self._notify()
-
     async def _feed(
         self, loop: asyncio.AbstractEventLoop, items: list[T], key: Hashable, many: Many
     ) -> None:
         fut = many.fut
         start = 0
         while start < len(items):
-            room = self._room()
+            room = self._room.free()
             if room == 0:
-                await self._wait_room()
+                await self._room.wait(loop)
                 # Our reservation was just released into the free room; with others
                 # still in line, take only that one place.
-                room = self._room() or 1
+                room = self._room.free() or 1
             end = min(len(items), start + room)
             at = loop.time()
             chunk = [[items[i], at, fut, many, i, None] for i in range(start, end)]
@@ -416,7 +373,7 @@ class Batcher(Generic[T, R]):
     # -- waiting for the batcher to settle -------------------------------------------------
 
     def _idle(self) -> bool:
-        return not (self._pending or self._tasks or self._room_waiters or self._reserved)
+        return self._room.idle and not self._tasks
 
     async def _wait_until(self, done: Callable[[], bool]) -> None:
         assert self._loop is not None
@@ -440,11 +397,7 @@ class Batcher(Generic[T, R]):
             entries = group.discard_pending()
             if entries:
                 awaiting.extend(self._answers.fail_all(entries, closed))
-        waiters = self._room_waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_exception(closed)
+        self._room.fail_waiters(closed)
         self._notify()
         return awaiting
 
