@@ -181,3 +181,26 @@ async def test_mounted_under_a_prefix_links_stay_inside(processor: JobProcessor)
         assert 'href="/admin/jobs/crons"' in page.text
         assert (await c.get("/admin/jobs/static/live.js")).status_code == 200
         assert (await c.get("/admin/jobs/api/jobs")).json()["jobs"] == []
+
+
+async def test_token_in_the_url_sets_the_cookie_and_leaves_the_url(
+    processor: JobProcessor,
+) -> None:
+    from .conftest import client_for
+
+    async with client_for(processor, token="s3cret") as browser:
+        wrong = await browser.get("/jobs", params={"token": "nope", "status": "errored"})
+        assert wrong.status_code == 303
+        assert "set-cookie" not in wrong.headers
+        opened = await browser.get("/jobs", params={"token": "s3cret", "status": "errored"})
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/jobs?status=errored"
+        assert (await browser.get("/jobs?status=errored")).status_code == 200
+
+
+async def test_overview_ranges_and_bad_numbers(client: httpx.AsyncClient, seeded: Seeded) -> None:
+    for key, buckets in (("5m", 61), ("1h", 61), ("24h", 61)):
+        body = (await client.get("/api/overview", params={"range": key})).json()
+        assert len(body["timeline"]) in {buckets, buckets + 1}
+        assert sum(p["finished"] for p in body["timeline"]) == 1
+    assert (await client.get("/api/jobs", params={"limit": "many"})).status_code == 400
