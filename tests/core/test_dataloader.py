@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, assert_type
 
 import pytest
@@ -14,24 +13,8 @@ from hypothesis import strategies as st
 from batchwork import DataLoader, LRUCache
 from batchwork.errors import BatchResultError
 
-
-@pytest.fixture(autouse=True)
-def _closed_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    # looptime's pytest hook asks the event-loop policy for a loop even in a plain test;
-    # the policy then makes one that nobody closes, and its ResourceWarning fails some
-    # later test. A plain test gets a loop that is closed when it ends.
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
-
-# Virtual time for the async tests only: on a plain test looptime would leave an
-# event loop behind.
+# Virtual time (looptime) for the async tests: waits take no real time and loop.time()
+# is exact.
 virtual_time = pytest.mark.looptime
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import threading
-from collections.abc import Iterator
 from typing import assert_type
 
 import pytest
@@ -15,24 +13,8 @@ from batchwork import Batcher, SyncBatcher, batched
 from batchwork._decorator import AsyncBatched, SyncBatched
 from batchwork.errors import BatcherClosed
 
-
-@pytest.fixture(autouse=True)
-def _closed_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    # looptime's pytest hook asks the event-loop policy for a loop even in a plain test;
-    # the policy then makes one that nobody closes, and its ResourceWarning fails some
-    # later test. A plain test gets a loop that is closed when it ends.
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
-
-# Virtual time for the async tests only: on a plain test looptime would leave an
-# event loop behind.
+# Virtual time (looptime) for the async tests: waits take no real time and loop.time()
+# is exact.
 virtual_time = pytest.mark.looptime
 
 DEADLINE = 20.0

@@ -4,13 +4,10 @@ example file verbatim, and every snippet in the guide at least compiles and impo
 from __future__ import annotations
 
 import ast
-import asyncio
-import inspect
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +17,6 @@ import batchwork
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "batching_tour.py"
 DOC = ROOT / "docs" / "batching.md"
-
-
-@pytest.fixture(autouse=True)
-def _closed_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    # looptime's pytest hook asks the event-loop policy for a loop even in a plain test;
-    # the policy then makes one that nobody closes, and its ResourceWarning fails some
-    # later test. A plain test gets a loop that is closed when it ends.
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 def fenced(language: str) -> list[str]:

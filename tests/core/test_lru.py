@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batchwork import LRUCache
-
-
-@pytest.fixture(autouse=True)
-def _closed_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    # looptime's pytest hook asks the event-loop policy for a loop even in a plain test;
-    # the policy then makes one that nobody closes, and its ResourceWarning fails some
-    # later test. A plain test gets a loop that is closed when it ends.
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
 
 
 class ManualClock:

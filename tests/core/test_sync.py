@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from batchwork import SyncBatcher
 from batchwork.errors import BatcherClosed, QueueFull
-
-
-@pytest.fixture(autouse=True)
-def _closed_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
-    # looptime's pytest hook asks the event-loop policy for a loop even in a plain test;
-    # the policy then makes one that nobody closes, and its ResourceWarning fails some
-    # later test. A plain test gets a loop that is closed when it ends.
-    if inspect.iscoroutinefunction(request.function):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    yield
-    asyncio.set_event_loop(None)
-    loop.close()
-
 
 DEADLINE = 20.0  # generous: only a hang reaches it
 
