@@ -54,6 +54,7 @@ def test_console_script_errors_are_one_line_and_exit_2(
         (["show", APP, "abc"], "job ID must be a positive integer"),
         (["purge", APP, "--older-than", "soon"], "duration must look like"),
         (["worker", APP, "--processes", "0"], "--processes must be >= 1"),
+        (["jobs", APP, "--limit", "0"], "--limit must be >= 1"),
         (["worker", APP, "--tags", ","], "--tags needs at least one tag"),
         (["migrate", "mysql://db"], "is not supported"),
     ],
@@ -77,6 +78,8 @@ def test_produce_inspect_and_control_jobs(cli: Cli) -> None:
     assert jobs[0]["scheduled_for"] > jobs[1]["scheduled_for"]
     only = cli.json("jobs", APP, "--name", "add", "--status", "pending", "--limit", "5")
     assert [j["id"] for j in only] == [first]
+    paged = cli.json("jobs", APP, "--limit", "1", "--offset", "1")
+    assert [j["id"] for j in paged] == [first]
     assert cli.json("show", APP, str(first))["payload"] == {"a": 1, "b": 2}
     assert cli.json("cancel", APP, str(later["id"])) == {"id": later["id"], "changed": True}
     assert cli.query(lambda p: p.get(later["id"])).status == "cancelled"

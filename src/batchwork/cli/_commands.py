@@ -122,9 +122,13 @@ def _check_name(processor: JobProcessor, name: str) -> None:
 def cmd_jobs(args: argparse.Namespace) -> int:
     processor = load_app(args.app)
     status = _status(args.status)
+    if args.limit < 1 or args.offset < 0:
+        raise UsageError(f"--limit must be >= 1 and --offset >= 0, got {args.limit}, {args.offset}")
     jobs = run_with(
         processor,
-        lambda: processor.list(status=status, name=args.name, tag=args.tag, limit=args.limit),
+        lambda: processor.list(
+            status=status, name=args.name, tag=args.tag, limit=args.limit, offset=args.offset
+        ),
     )
     if args.json:
         _print_json(jobs)

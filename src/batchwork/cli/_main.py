@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="only jobs with this name")
     p.add_argument("--tag", help="only jobs with this tag")
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many newer jobs (paging)")
     _json_flag(p)
 
     for name, handler, text in (
