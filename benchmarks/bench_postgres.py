@@ -282,7 +282,7 @@ async def procrastinate_round(schema: str) -> dict[str, float]:
                 await noop.defer_async(i=i)
 
         out["enqueue_one"] = rate(SINGLE, await timed(single))
-        many = [{"i": i} for i in range(N)]
+        many: list[Any] = [{"i": i} for i in range(N)]
         out["enqueue_many"] = rate(N, await timed(lambda: noop.batch_defer_async(*many)))
     return out
 

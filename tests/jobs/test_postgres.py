@@ -324,3 +324,41 @@ async def test_records_carry_utc_datetimes_whatever_the_given_offset(pg: Postgre
     job = await pg.get(job_id)  # type: ignore[arg-type]
     assert job.scheduled_for == paris
     assert job.scheduled_for.tzinfo is UTC
+
+
+# -- lost replies -------------------------------------------------------------------------
+async def test_a_completion_repeated_after_a_lost_reply_is_reported_written(
+    pg: PostgresStore,
+) -> None:
+    clock = ManualClock(pg.now())
+    await pg.enqueue([new_job(clock.now()), new_job(clock.now())], now=clock.now())
+    await pg.register_worker(worker(clock))
+    first, second = await pg.claim("w1", tags=None, limit=2, now=clock.now())
+    outcomes = [
+        outcome(first, clock),
+        outcome(second, clock, JobStatus.PENDING, retry_at=clock.now(), error="boom"),
+    ]
+    assert await pg.complete("w1", outcomes) == {first.job.id, second.job.id}
+    # as if the reply of that call had been lost: the same call again is recognised
+    pg._unconfirmed.update({first.lease, second.lease})
+    assert await pg.complete("w1", outcomes) == {first.job.id, second.job.id}
+    assert not pg._unconfirmed
+    # a different outcome for the same lease is still refused
+    pg._unconfirmed.add(first.lease)
+    assert await pg.complete("w1", [outcome(first, clock, JobStatus.ERRORED)]) == set()
+    assert (await pg.get(first.job.id)).status is JobStatus.FINISHED
+
+
+async def test_a_claim_whose_reply_was_lost_is_put_back_before_the_next_claim(
+    pg: PostgresStore,
+) -> None:
+    clock = ManualClock(pg.now())
+    [job_id] = await pg.enqueue([new_job(clock.now())], now=clock.now())
+    await pg.register_worker(worker(clock))
+    [lost] = await pg.claim("w1", tags=None, limit=1, now=clock.now())
+    pg._uncertain["w1"] = {lost.lease}  # as if the reply had never arrived
+    [again] = await pg.claim("w1", tags=None, limit=1, now=clock.now())
+    assert again.job.id == job_id
+    assert again.lease != lost.lease
+    assert again.job.attempts == 1  # the lost claim was undone, not counted
+    assert await pg.complete("w1", [outcome(lost, clock)]) == set()

@@ -95,9 +95,9 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 # Outcome columns passed to ``complete`` as parallel arrays.
 _OUTCOME = (
-    "unnest(%(ids)s::bigint[], %(leases)s::text[], %(statuses)s::text[], "
-    "%(ended)s::timestamptz[], %(durations)s::float8[], %(results)s::text[], "
-    "%(errors)s::text[], %(retry)s::timestamptz[], %(hooks)s::bool[]) "
+    "unnest(%(ids)b::bigint[], %(leases)b::text[], %(statuses)b::text[], "
+    "%(ended)b::timestamptz[], %(durations)b::float8[], %(results)b::text[], "
+    "%(errors)b::text[], %(retry)b::timestamptz[], %(hooks)b::bool[]) "
     "AS o(id, lease, status, ended_at, duration, result, error, retry_at, hook)"
 )
 
@@ -349,10 +349,10 @@ class Sql:
         return (
             f" UNION ALL SELECT h.id{commit}, '' FROM {self.history} h JOIN o ON h.id = o.id "
             "AND h.last_lease = o.lease AND h.status = o.status AND h.ended_at = o.ended_at "
-            "WHERE h.id = ANY(%(ids)s::bigint[]) AND h.worker_id = %(worker)s "
+            "WHERE h.id = ANY(%(ids)b::bigint[]) AND h.worker_id = %(worker)s "
             f"UNION ALL SELECT j.id{commit}, '' FROM {self.jobs} j JOIN o ON j.id = o.id "
             "AND j.last_lease = o.lease AND j.status = o.status AND j.updated_at = o.ended_at "
-            "WHERE j.id = ANY(%(ids)s::bigint[])"
+            "WHERE j.id = ANY(%(ids)b::bigint[])"
         )
 
     def notify(self) -> bytes:
