@@ -24,21 +24,33 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qs, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from batchwork.cli._render import STATUS_STYLES, span, to_jsonable, when
+from batchwork.cli._render import STATUS_STYLES, span, when
 from batchwork.errors import BatchworkError, JobNotFound
 from batchwork.jobs import JobStatus
 
 from ._charts import fill_buckets, throughput_chart
+from ._views import (
+    Refused,
+    by_name,
+    by_status,
+    form_fields,
+    job_events,
+    job_names,
+    json_response,
+    pretty,
+    query_int,
+    security_headers,
+)
 
 if TYPE_CHECKING:
     from batchwork.jobs import Job, JobProcessor
@@ -47,20 +59,7 @@ HERE = Path(__file__).parent
 PAGE_SIZE = 50
 COOKIE = "batchwork_token"
 RANGES = {"5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class Refused(Exception):
-    """A request the dashboard will not serve; ``status`` and ``message`` say why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def create_app(
@@ -103,7 +102,7 @@ class Dashboard:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
         )
-        self.env.filters.update(when=when, span=span, pretty=_pretty)
+        self.env.filters.update(when=when, span=span, pretty=pretty)
         page, api, act = self._page, self._api, self._action
         self.app = Starlette(
             lifespan=self._lifespan,
@@ -195,11 +194,11 @@ class Dashboard:
                     raise Refused(401, "a valid token is required")
                 return await endpoint(request)
             except Refused as exc:
-                return _json({"error": exc.message}, exc.status)
+                return json_response({"error": exc.message}, exc.status)
             except JobNotFound as exc:
-                return _json({"error": str(exc)}, 404)
+                return json_response({"error": str(exc)}, 404)
             except (BatchworkError, ValueError) as exc:
-                return _json({"error": str(exc)}, 400)
+                return json_response({"error": str(exc)}, 400)
 
         return guarded
 
@@ -211,7 +210,7 @@ class Dashboard:
                 if media != "application/json":
                     raise Refused(415, "actions take application/json")
             else:
-                form = await _form(request)
+                form = await form_fields(request)
                 given = str(form.get("csrf", ""))
                 if not hmac.compare_digest(given.encode(), self.csrf.encode()):
                     raise Refused(403, "missing or wrong CSRF token; reload the page")
@@ -243,7 +242,7 @@ class Dashboard:
             self._check_host(request)
             if request.method == "POST":
                 self._same_origin(request)
-                given = (await _form(request)).get("token", "")
+                given = (await form_fields(request)).get("token", "")
                 if self.token is not None and hmac.compare_digest(
                     given.encode(), self.token.encode()
                 ):
@@ -278,7 +277,7 @@ class Dashboard:
             secured=self.token is not None,
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers=_security_headers())
+        return HTMLResponse(html, status_code=status, headers=security_headers())
 
     # -- queries shared by pages and API -------------------------------------------------
     async def _overview(self, range_key: str) -> dict[str, Any]:
@@ -295,8 +294,8 @@ class Dashboard:
         workers = [w for w in workers if (now - w.heartbeat_at).total_seconds() < w.lease_timeout]
         return {
             "stats": stats,
-            "by_status": _by_status(stats),
-            "by_name": _by_name(stats),
+            "by_status": by_status(stats),
+            "by_name": by_name(stats),
             "buckets": buckets,
             "bucket": bucket,
             "since": since,
@@ -310,8 +309,8 @@ class Dashboard:
         if status is not None and status not in {s.value for s in JobStatus}:
             raise Refused(400, f"unknown status {status!r}")
         filters = {"status": status, "name": q.get("name") or None, "tag": q.get("tag") or None}
-        limit = _int(q.get("limit"), PAGE_SIZE, 1, 1000)
-        offset = _int(q.get("offset"), 0, 0, 100_000)
+        limit = query_int(q.get("limit"), PAGE_SIZE, 1, 1000)
+        offset = query_int(q.get("offset"), 0, 0, 100_000)
         # One row more than the page tells whether an older page exists.
         rows = await self.processor.list(
             status=status, name=filters["name"], tag=filters["tag"], limit=limit + 1, offset=offset
@@ -333,8 +332,8 @@ class Dashboard:
             "jobs": jobs,
             "filters": filters,
             "has_more": more,
-            "names": sorted(_by_name(stats)),
-            "job_names": sorted(_job_names(self.processor)),
+            "names": sorted(by_name(stats)),
+            "job_names": sorted(job_names(self.processor)),
             "message": request.query_params.get("message"),
         }
         return self._render(request, "jobs.html", context)
@@ -344,7 +343,7 @@ class Dashboard:
         context = {
             "job": job,
             "ended": JobStatus(job.status).ended,
-            "events": _job_events(job),
+            "events": job_events(job),
             "message": request.query_params.get("message"),
         }
         return self._render(request, "job.html", context)
@@ -380,7 +379,7 @@ class Dashboard:
         return RedirectResponse(self._href(request, f"/jobs/{job_id}", message=text), 303)
 
     async def enqueue_form(self, request: Request) -> Response:
-        form = await _form(request)
+        form = await form_fields(request)
         try:
             job_id = await self._enqueue(
                 name=str(form.get("name", "")),
@@ -396,7 +395,7 @@ class Dashboard:
         name = name.strip()
         if not name:
             raise ValueError("a job name is required")
-        known = _job_names(self.processor)
+        known = job_names(self.processor)
         if known and name not in known:
             raise ValueError(f"unknown job name {name!r}")
         try:
@@ -415,7 +414,7 @@ class Dashboard:
     async def api_overview(self, request: Request) -> Response:
         data = await self._overview(request.query_params.get("range", "15m"))
         chart = throughput_chart(data["buckets"], bucket=data["bucket"])
-        return _json(
+        return json_response(
             {
                 "by_status": data["by_status"],
                 "by_name": data["by_name"],
@@ -428,21 +427,21 @@ class Dashboard:
         )
 
     async def api_stats(self, request: Request) -> Response:
-        return _json(await self.processor.stats())
+        return json_response(await self.processor.stats())
 
     async def api_timeline(self, request: Request) -> Response:
         q = request.query_params
-        minutes = _int(q.get("minutes"), 60, 1, 60 * 24 * 31)
-        bucket = float(_int(q.get("bucket"), 60, 1, 86400))
+        minutes = query_int(q.get("minutes"), 60, 1, 60 * 24 * 31)
+        bucket = float(query_int(q.get("bucket"), 60, 1, 86400))
         since = datetime.now(UTC) - timedelta(minutes=minutes)
-        return _json(await self.processor.timeline(since=since, bucket=bucket))
+        return json_response(await self.processor.timeline(since=since, bucket=bucket))
 
     async def api_jobs(self, request: Request) -> Response:
         jobs, filters, more = await self._jobs(request)
-        return _json({"jobs": jobs, **filters, "has_more": more})
+        return json_response({"jobs": jobs, **filters, "has_more": more})
 
     async def api_job(self, request: Request) -> Response:
-        return _json(await self.processor.get(request.path_params["job_id"]))
+        return json_response(await self.processor.get(request.path_params["job_id"]))
 
     async def api_enqueue(self, request: Request) -> Response:
         try:
@@ -457,95 +456,19 @@ class Dashboard:
             priority=str(body.get("priority", 0)),
             run_at=str(body.get("run_at") or ""),
         )
-        return _json({"id": job_id}, 201)
+        return json_response({"id": job_id}, 201)
 
     async def api_cancel(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        return _json({"id": job_id, "changed": await self.processor.cancel(job_id)})
+        return json_response({"id": job_id, "changed": await self.processor.cancel(job_id)})
 
     async def api_retry(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
-        return _json({"id": job_id, "changed": await self.processor.retry(job_id)})
+        return json_response({"id": job_id, "changed": await self.processor.retry(job_id)})
 
     async def api_crons(self, request: Request) -> Response:
         crons = await self.processor.crons()
-        return _json(crons)
+        return json_response(crons)
 
     async def api_workers(self, request: Request) -> Response:
-        return _json(await self.processor.workers())
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _security_headers() -> dict[str, str]:
-    return {
-        "Content-Security-Policy": CSP,
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "same-origin",
-        "Cache-Control": "no-store",
-    }
-
-
-def _json(value: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(to_jsonable(value), status_code=status, headers=_security_headers())
-
-
-async def _form(request: Request) -> dict[str, str]:
-    # The dashboard's forms are urlencoded; parsing them here spares the extra a
-    # multipart dependency it would never use.
-    media = request.headers.get("content-type", "").split(";")[0].strip()
-    if media != "application/x-www-form-urlencoded":
-        raise Refused(415, "forms must be application/x-www-form-urlencoded")
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-def _int(text: str | None, default: int, low: int, high: int) -> int:
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise Refused(400, f"expected an integer, got {text!r}") from None
-    return max(low, min(high, value))
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
-
-
-class Counts(Protocol):
-    """What the pages read from ``processor.stats()``."""
-
-    @property
-    def by_status(self) -> Mapping[str, int]: ...
-    @property
-    def by_name(self) -> Mapping[str, Mapping[str, int]]: ...
-
-
-def _by_status(stats: Counts) -> dict[str, int]:
-    return {str(k): int(v) for k, v in stats.by_status.items()}
-
-
-def _by_name(stats: Counts) -> dict[str, dict[str, int]]:
-    return {str(n): {str(s): int(c) for s, c in row.items()} for n, row in stats.by_name.items()}
-
-
-def _job_names(processor: JobProcessor) -> set[str]:
-    return set(processor.jobs)
-
-
-def _job_events(job: Job) -> list[tuple[str, datetime, str]]:
-    """The moments of a job's life, oldest first, for the detail page's timeline."""
-    events: list[tuple[str, datetime, str]] = [("created", job.created_at, "")]
-    if job.scheduled_for != job.created_at:
-        events.append(("due", job.scheduled_for, ""))
-    if job.started_at is not None:
-        events.append(("first started", job.started_at, f"attempt 1 of {job.attempts}"))
-    if job.ended_at is not None:
-        events.append((str(job.status), job.ended_at, span(job.duration)))
-    elif job.updated_at not in {e[1] for e in events}:
-        events.append((f"now {job.status}", job.updated_at, f"{job.attempts} attempt(s)"))
-    return sorted(events, key=lambda e: e[1])
+        return json_response(await self.processor.workers())
