@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Hashable, Iterable, Mapping
@@ -21,6 +22,8 @@ from .errors import BatcherClosed
 T = TypeVar("T")
 R = TypeVar("R")
 X = TypeVar("X")
+
+logger = logging.getLogger("batchwork")
 
 
 class SyncBatcher(Generic[T, R]):
@@ -86,13 +89,15 @@ class SyncBatcher(Generic[T, R]):
         )
         self._name = name
         self._portal = BlockingPortal(name=f"batchwork-{name or 'sync-batcher'}")
-        # With max_pending, submit must wait for room; put would raise QueueFull instead.
-        self._fast_submit = max_pending is None
+        # Without max_pending nothing but close() refuses an item, so submit and put can
+        # go through the inbox; with it, submit must wait for room and put must be able
+        # to raise QueueFull, so both ask the loop thread directly.
+        self._via_inbox = max_pending is None
         self._closed = False
         self._close_lock = threading.Lock()
-        # submit() hands items to the loop thread through this inbox; closing under the
-        # same lock orders every accepted item before the batcher's close.
-        self._inbox: list[tuple[T, Hashable, concurrent.futures.Future[R]]] = []
+        # submit() and put() hand items to the loop thread through this inbox; closing
+        # under the same lock orders every accepted item before the batcher's close.
+        self._inbox: list[tuple[T, Hashable, PutCallback[T, R] | None]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
         # Garbage collection stops an unclosed batcher's idle thread; at interpreter exit
@@ -119,22 +124,11 @@ class SyncBatcher(Generic[T, R]):
 
             row_id = batcher.submit(row, key="users")
         """
-        if not self._fast_submit:
+        if not self._via_inbox:
             return self._call(functools.partial(self._batcher.submit, item, key=key))
         self._portal.refuse_own_thread()
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
-        with self._inbox_lock:
-            if self._closed:
-                raise self._closed_error()
-            self._inbox.append((item, key, future))
-            # One wake-up of the loop thread serves every item that arrives before it runs.
-            if not self._drain_scheduled:
-                try:
-                    self._portal.call_soon(self._drain)
-                except PortalClosed:
-                    self._inbox.pop()
-                    raise self._closed_error() from None
-                self._drain_scheduled = True
+        self._send(item, key, _resolver(future))
         return future.result()
 
     @overload
@@ -174,25 +168,30 @@ class SyncBatcher(Generic[T, R]):
         key: Hashable | None = None,
         callback: PutCallback[T, R] | None = None,
     ) -> None:
-        """Hand over one item without waiting for its result (raises ``QueueFull`` when
-        ``max_pending`` items already wait). ``callback(item, result_or_exception)``, or
-        else ``on_result``, is called on the helper thread when it is done. Unlike the
+        """Hand over one item without waiting for its result.
+
+        ``callback(item, result_or_exception)``, or else ``on_result``, is called on the
+        helper thread when it is done. With ``max_pending``, ``put`` waits for the helper
+        thread briefly, to raise ``QueueFull`` when that many items already wait. Unlike the
         other methods, ``put`` may also be called from such a callback.
 
         Example::
 
             batcher.put(event, callback=lambda item, outcome: print(item, outcome))
         """
-        self._check_open()
         if self._portal.in_portal_thread():  # from a callback: already on the loop
+            self._check_open()
             self._batcher.put(item, key=key, callback=callback)
-            return
-        try:
-            self._portal.call_sync(
-                functools.partial(self._batcher.put, item, key=key, callback=callback)
-            )
-        except PortalClosed:
-            raise self._closed_error() from None
+        elif self._via_inbox:  # nothing can refuse the item but close()
+            self._send(item, key, callback)
+        else:  # QueueFull must reach this caller
+            self._check_open()
+            try:
+                self._portal.call_sync(
+                    functools.partial(self._batcher.put, item, key=key, callback=callback)
+                )
+            except PortalClosed:
+                raise self._closed_error() from None
 
     def flush(self) -> None:
         """Flush everything pending now and block until those batches have been handed to
@@ -267,16 +266,31 @@ class SyncBatcher(Generic[T, R]):
         state = "closed" if self._closed else "open"
         return f"<SyncBatcher name={self._name!r} {state}>"
 
+    def _send(self, item: T, key: Hashable, callback: PutCallback[T, R] | None) -> None:
+        """Queue ``put(item, key=key, callback=callback)`` for the loop thread."""
+        with self._inbox_lock:
+            if self._closed:
+                raise self._closed_error()
+            self._inbox.append((item, key, callback))
+            # One wake-up of the loop thread serves every item that arrives before it runs.
+            if not self._drain_scheduled:
+                try:
+                    self._portal.call_soon(self._drain)
+                except PortalClosed:
+                    self._inbox.pop()
+                    raise self._closed_error() from None
+                self._drain_scheduled = True
+
     def _drain(self) -> None:
         with self._inbox_lock:
             inbox, self._inbox = self._inbox, []
             self._drain_scheduled = False
         put = self._batcher.put
-        for item, key, future in inbox:
+        for item, key, callback in inbox:
             try:
-                put(item, key=key, callback=_resolver(future))
-            except BaseException as exc:
-                future.set_exception(exc)
+                put(item, key=key, callback=callback)
+            except Exception as exc:  # not expected without max_pending; never lose it
+                _refused(self._batcher.name, item, callback, exc)
 
     def _call(self, fn: Callable[[], Coroutine[Any, Any, X]]) -> X:
         self._check_open()
@@ -298,7 +312,7 @@ class SyncBatcher(Generic[T, R]):
         return BatcherClosed(f"SyncBatcher{named} is closed")
 
 
-def _resolver(future: concurrent.futures.Future[R]) -> Callable[[Any, Any], None]:
+def _resolver(future: concurrent.futures.Future[R]) -> PutCallback[Any, R]:
     """A ``put`` callback that hands the item's outcome to a waiting thread's future."""
 
     def resolve(_item: Any, outcome: Any) -> None:
@@ -308,6 +322,18 @@ def _resolver(future: concurrent.futures.Future[R]) -> Callable[[Any, Any], None
             future.set_result(outcome)
 
     return resolve
+
+
+def _refused(name: str, item: Any, callback: PutCallback[Any, Any] | None, exc: Exception) -> None:
+    # Runs inside the drain: raising here would strand every item queued after this one.
+    try:
+        if callback is not None:
+            callback(item, exc)
+            return
+    except Exception:
+        logger.exception("SyncBatcher %r: callback for refused item %r raised", name, item)
+        return
+    logger.error("SyncBatcher %r: item %r was refused", name, item, exc_info=exc)
 
 
 def _stop_portal(portal: BlockingPortal) -> None:

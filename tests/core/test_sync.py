@@ -177,6 +177,47 @@ def test_close_drains_put_items_and_runs_their_callbacks(recorder: Recorder) -> 
     assert recorder.batches == [[0, 1, 2, 3, 4]]
 
 
+def test_put_from_many_threads_reaches_every_callback(recorder: Recorder) -> None:
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def callback(item: int, outcome: object) -> None:
+        with lock:
+            outcomes.append(outcome)
+
+    batcher = SyncBatcher(recorder, max_size=16, max_wait=0.001)
+
+    def work(t: int) -> None:
+        for i in range(100):
+            batcher.put(t * 100 + i, callback=callback)
+
+    run_threads(8, work)
+    batcher.close()
+    assert sorted(outcomes, key=str) == sorted((f"r{i}" for i in range(800)), key=str)
+    with pytest.raises(BatcherClosed):
+        batcher.put(1)
+
+
+def test_an_item_the_batcher_refuses_is_never_lost(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    batcher = SyncBatcher(recorder, max_wait=0.001)
+
+    def refuse(item: int, **kwargs: object) -> None:
+        raise RuntimeError(f"refused {item}")
+
+    batcher.batcher.put = refuse  # type: ignore[method-assign]
+    outcomes: list[object] = []
+    batcher.put(1, callback=lambda item, outcome: outcomes.append(outcome))
+    batcher.put(2)  # no callback: logged
+    with pytest.raises(RuntimeError, match="refused 3"):
+        batcher.submit(3)
+    batcher.close()
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], RuntimeError)
+    assert "item 2 was refused" in caplog.text
+
+
 def test_on_result_gets_put_items(recorder: Recorder) -> None:
     outcomes: list[tuple[int, object]] = []
     with SyncBatcher(
