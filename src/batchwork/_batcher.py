@@ -146,8 +146,9 @@ class Batcher(Generic[T, R]):
             loop = self._bind()
         if self._closed:
             raise self._closed_error(key)
-        if not self._room.fits():
-            await self._room.wait(loop)
+        room = self._room
+        if room.limit is not None and not room.fits():
+            await room.wait(loop)
         group = self._groups.get(key)
         if group is None:
             group = self._new_group(key, loop)
@@ -215,7 +216,7 @@ class Batcher(Generic[T, R]):
             loop = self._bind()
         if self._closed:
             raise self._closed_error(key)
-        if not self._room.fits():
+        if self._room.limit is not None and not self._room.fits():
             self._counters.rejected += 1
             raise QueueFull(
                 f"batcher {self.name!r} already holds max_pending={self._room.limit} items"
