@@ -47,3 +47,17 @@ async def _counts(db: Path) -> dict[str, dict[str, int]]:
         return {name: dict(row) for name, row in stats.by_name.items()}
     finally:
         await processor.close()
+
+
+def test_demo_never_deletes_a_database_that_is_not_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchwork.cli import main
+
+    precious = tmp_path / "jobs.db"
+    with sqlite3.connect(precious) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    assert main(["demo", "--db", str(precious)]) == 2
+    assert "is not a batchwork demo database" in capsys.readouterr().err
+    with sqlite3.connect(precious) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone() == (0,)
