@@ -1,10 +1,16 @@
-"""Fixtures for the dashboard: a real SQLite store with a few jobs, and HTTP clients."""
+"""Fixtures for the dashboard: a real store with a few jobs, and HTTP clients.
+
+The API tests run on SQLite, and on PostgreSQL too when ``BATCHWORK_TEST_POSTGRES_DSN``
+is set (``make test`` and CI set it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -41,9 +47,30 @@ async def seed(processor: JobProcessor) -> Seeded:
     return Seeded(finished.id, errored.id, pending, script)
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+POSTGRES_DSN_VARIABLE = "BATCHWORK_TEST_POSTGRES_DSN"
+
+
+def _backends() -> list[str]:
+    # The same rule as the jobs suite: PostgreSQL too whenever its DSN is configured.
+    return ["sqlite", "postgres"] if os.environ.get(POSTGRES_DSN_VARIABLE) else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store of each backend: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    import psycopg
+
+    dsn = os.environ[POSTGRES_DSN_VARIABLE]
+    schema = f"bw_dash_{uuid4().hex[:10]}"
+    separator = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{separator}schema={schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
