@@ -129,6 +129,17 @@ def test_crons_workers_and_migrate(cli: Cli, tmp_path: Path) -> None:
     assert cli.json("jobs", f"sqlite:///{target}") == []
 
 
+def test_a_store_url_is_an_app_on_every_backend(cli: Cli, store_url: str) -> None:
+    assert cli("migrate", store_url).returncode == 0
+    job_id = cli.json("enqueue", store_url, "anything", '{"x": "<b>1</b>"}')["id"]
+    jobs = cli.json("jobs", store_url, "--status", "pending")
+    assert [(j["id"], j["name"], j["payload"]) for j in jobs] == [
+        (job_id, "anything", {"x": "<b>1</b>"})
+    ]
+    assert cli.json("cancel", store_url, str(job_id)) == {"id": job_id, "changed": True}
+    assert cli.json("stats", store_url)["by_status"] == {"cancelled": 1}
+
+
 def test_python_dash_m_is_the_same_cli(cli: Cli) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "batchwork", "workers", APP, "--json"],
