@@ -7,7 +7,6 @@ Select one backend with ``-k sqlite`` or ``-k postgres``.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -73,14 +72,3 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 def clock() -> ManualClock:
     """A manual clock starting at the current second (close to a database's own clock)."""
     return ManualClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _no_implicit_event_loop() -> None:
-    """Mark the main thread's loop as explicitly unset.
-
-    Otherwise, on Python 3.11, the first ``asyncio.get_event_loop()`` that pytest-asyncio
-    makes around an async test run after a sync one creates a loop nobody closes, and its
-    ResourceWarning fails whichever test is running when it is collected.
-    """
-    asyncio.set_event_loop(None)
