@@ -43,6 +43,7 @@ check: test
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	BATCHWORK_CHAOS_N=1000000 $(BIN)/python -m pytest tests/core/test_batcher_chaos.py -q --timeout 1200
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
