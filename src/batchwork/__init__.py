@@ -13,7 +13,7 @@ Three parts, one library:
 
 from __future__ import annotations
 
-# micro-batching (issue: micro-batching core)
+# Every public name is re-exported here; the modules behind them are private.
 from ._batch_stats import BatcherStats as BatcherStats
 from ._batch_stats import BatchInfo as BatchInfo
 from ._batcher import Batcher as Batcher
@@ -21,8 +21,6 @@ from ._dataloader import DataLoader as DataLoader
 from ._decorator import batched as batched
 from ._keyconfig import KeyConfig as KeyConfig
 from ._lru import LRUCache as LRUCache
-
-# task runs (issue: TaskRunner)
 from ._progress import Progress as Progress
 from ._retry import Retry as Retry
 from ._sync import SyncBatcher as SyncBatcher
