@@ -125,11 +125,26 @@ async def test_enqueue_inside_a_transaction_block_of_an_autocommit_connection(
     assert [job.id for job in await pg.list_jobs()] == ids[::-1]
 
 
-async def test_enqueue_refuses_a_connection_that_is_not_psycopg_async(
+async def test_enqueue_in_a_blocking_connection_follows_its_transaction(
     pg: PostgresStore,
 ) -> None:
-    with psycopg.connect(DSN) as conn, pytest.raises(TypeError, match="AsyncConnection"):
-        await pg.enqueue([job_at(pg)], now=pg.now(), connection=conn)
+    with psycopg.connect(DSN) as conn:
+        await pg.enqueue([job_at(pg, "gone")], now=pg.now(), connection=conn)
+        conn.rollback()
+        ids = await pg.enqueue(
+            [job_at(pg, "kept"), new_job(pg.now(), "kept", unique_key="k")],
+            now=pg.now(),
+            connection=conn,
+        )
+        assert await pg.list_jobs() == []
+        conn.commit()
+    assert [job.id for job in await pg.list_jobs()] == ids[::-1]
+    assert {job.name for job in await pg.list_jobs()} == {"kept"}
+
+
+async def test_enqueue_refuses_a_connection_that_is_not_psycopg(pg: PostgresStore) -> None:
+    with pytest.raises(TypeError, match=r"psycopg\.AsyncConnection or psycopg\.Connection"):
+        await pg.enqueue([job_at(pg)], now=pg.now(), connection=object())
 
 
 # -- COPY ---------------------------------------------------------------------------------

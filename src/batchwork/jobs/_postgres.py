@@ -15,12 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from itertools import groupby
 from typing import Any, TypeVar
 
 try:
     import psycopg
-    from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -38,17 +36,16 @@ from ._model import (
     Heartbeat,
     Job,
     JobStatus,
-    JobType,
     NewJob,
     Outcome,
     Recovery,
     TimelinePoint,
     WorkerInfo,
 )
+from ._postgres_enqueue import AsyncExecutor, enqueue_on, insert_all
 from ._postgres_rows import (
     check_new_job,
     check_outcome,
-    copy_text,
     cron_from_row,
     insert_row,
     is_plain,
@@ -418,7 +415,7 @@ class PostgresStore:
         for job in jobs:
             check_new_job(job)
         if connection is not None:
-            return await self._enqueue_on(connection, jobs, now)
+            return await enqueue_on(connection, self._sql, jobs, now)
 
         async def go(conn: Conn) -> list[int | None]:
             if len(jobs) == 1 and is_plain(jobs[0]):
@@ -426,83 +423,11 @@ class PostgresStore:
                     await _scalar(conn, self._sql.insert_job(), insert_row(None, jobs[0], now)[1:])
                 ]
             async with conn.transaction():
-                return await self._insert_all(conn, jobs, now)
+                return await insert_all(AsyncExecutor(conn), self._sql, jobs, now)
 
         ids = await self._run("enqueue", go, retry=False)
         self._wake()
         return ids
-
-    async def _enqueue_on(
-        self, conn: Any, jobs: Sequence[NewJob], now: datetime
-    ) -> list[int | None]:
-        if not isinstance(conn, psycopg.AsyncConnection):
-            raise TypeError(
-                f"connection must be a psycopg.AsyncConnection, got {type(conn).__name__}"
-            )
-        try:
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE and not conn.autocommit:
-                # The first statement opens the caller's transaction; the caller commits.
-                return await self._insert_all(conn, jobs, now)
-            # In autocommit: one transaction of our own; in a transaction: a savepoint.
-            async with conn.transaction():
-                return await self._insert_all(conn, jobs, now)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL enqueue failed: {exc}") from exc
-
-    async def _insert_all(
-        self, conn: Conn, jobs: Sequence[NewJob], now: datetime
-    ) -> list[int | None]:
-        if len(jobs) == 1 and is_plain(jobs[0]):
-            return [await _scalar(conn, self._sql.insert_job(), insert_row(None, jobs[0], now)[1:])]
-        # Ids drawn up front, in order, so a mix of plain and checked jobs keeps the order.
-        ids: list[int] = await _scalar(conn, self._sql.next_ids(), (len(jobs),))
-        out: list[int | None] = []
-        for plain, run in groupby(zip(ids, jobs, strict=True), key=lambda p: is_plain(p[1])):
-            group = list(run)
-            if plain:
-                async with conn.cursor().copy(self._sql.copy_jobs()) as copy:
-                    await copy.write(copy_text(group, now))
-                out.extend(job_id for job_id, _ in group)
-            else:
-                for job_id, job in group:
-                    out.append(await self._insert_checked(conn, job_id, job, now))
-        return out
-
-    async def _insert_checked(
-        self, conn: Conn, job_id: int, job: NewJob, now: datetime
-    ) -> int | None:
-        """Insert a cron tick, an ended record, a keyed or an exclusive job."""
-        sql = self._sql
-        if job.type is JobType.CRON_TASK:
-            tick = await _row(conn, sql.claim_tick(), (job.name, job.scheduled_for, job_id))
-            if tick is None:
-                return None
-        if job.status.ended:
-            await conn.execute(sql.insert_ended(), insert_row(job_id, job, now, ended_at=now))
-            return job_id
-        for _ in range(5):
-            if job.unique_key is not None:
-                active = await _row(conn, sql.active_by_key(), (job.unique_key,))
-                if active is not None:
-                    return int(active[0])
-            if job.exclusive:
-                await conn.execute(Sql.lock, (f"batchwork:{self.schema}:{job.name}",))
-                active = await _row(conn, sql.active_by_name(), (job.name,))
-                if active is not None:
-                    row = insert_row(
-                        job_id,
-                        job,
-                        now,
-                        status=JobStatus.SKIPPED,
-                        conflict_id=active[0],
-                        ended_at=now,
-                    )
-                    await conn.execute(sql.insert_ended(), row)
-                    return job_id
-            if await _row(conn, sql.insert_active(), insert_row(job_id, job, now)) is not None:
-                return job_id
-            # Another transaction took the unique key and committed: look it up again.
-        raise StoreError(f"enqueue of {job.name!r}: unique key {job.unique_key!r} kept changing")
 
     # -- working ---------------------------------------------------------------------
     async def register_worker(self, worker: WorkerInfo) -> None:
@@ -767,7 +692,7 @@ class PostgresStore:
 
         async def go(conn: Conn) -> list[int | None]:
             async with conn.transaction():
-                ids = await self._insert_all(conn, ticks, now) if ticks else []
+                ids = await insert_all(AsyncExecutor(conn), self._sql, ticks, now) if ticks else []
                 await conn.execute(self._sql.raise_watermark(), (watermark, now, name))
             return ids
 
