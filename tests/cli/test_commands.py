@@ -132,12 +132,15 @@ def test_crons_workers_and_migrate(cli: Cli, tmp_path: Path) -> None:
 def test_a_store_url_is_an_app_on_every_backend(cli: Cli, store_url: str) -> None:
     assert cli("migrate", store_url).returncode == 0
     job_id = cli.json("enqueue", store_url, "anything", '{"x": "<b>1</b>"}')["id"]
-    jobs = cli.json("jobs", store_url, "--status", "pending")
+    odd = cli("enqueue", store_url, "[/bold]odd[red]", '"[/i]"')  # not read as rich markup
+    assert odd.returncode == 0, odd.stderr
+    assert "[/bold]odd[red]" in cli("jobs", store_url, "--name", "[/bold]odd[red]").stdout
+    jobs = cli.json("jobs", store_url, "--status", "pending", "--name", "anything")
     assert [(j["id"], j["name"], j["payload"]) for j in jobs] == [
         (job_id, "anything", {"x": "<b>1</b>"})
     ]
     assert cli.json("cancel", store_url, str(job_id)) == {"id": job_id, "changed": True}
-    assert cli.json("stats", store_url)["by_status"] == {"cancelled": 1}
+    assert cli.json("stats", store_url)["by_status"] == {"cancelled": 1, "pending": 1}
 
 
 def test_python_dash_m_is_the_same_cli(cli: Cli) -> None:

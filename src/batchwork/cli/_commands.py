@@ -35,13 +35,13 @@ T = TypeVar("T")
 
 
 def console() -> Console:
-    """The console every command prints to (no colour or markup surprises off a terminal)."""
+    """The console every command prints to; job data is never read as rich markup."""
     from rich.console import Console
 
     # Piped output keeps whole cells (scripts grep them); a terminal gets its own width.
-    out = Console(highlight=False, soft_wrap=False)
+    out = Console(highlight=False, soft_wrap=False, markup=False)
     if not out.is_terminal:
-        out = Console(highlight=False, soft_wrap=False, width=max(out.width, 200))
+        out = Console(highlight=False, soft_wrap=False, markup=False, width=max(out.width, 200))
     return out
 
 
