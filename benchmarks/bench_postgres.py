@@ -41,6 +41,7 @@ from uuid import uuid4
 DSN = os.environ.get("BATCHWORK_TEST_POSTGRES_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
 N = 10_000
 SINGLE = 1_000
+CHUNK = 50  # one-call enqueues alternate floor/store in chunks this size
 BATCH = 100
 RUNS = 3
 PICKUPS = 600
@@ -148,7 +149,7 @@ async def store_drain(store: Any) -> None:
 
 
 async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float], ...]:
-    """Floor and store side by side; one-call enqueues alternate in chunks of 100."""
+    """Floor and store side by side; one-call enqueues alternate in chunks."""
     import psycopg
 
     from batchwork.jobs._model import WorkerInfo
@@ -165,9 +166,9 @@ async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float
             now = store.now()
             jobs = new_jobs(SINGLE, now)
             raw_time = store_time = 0.0
-            for chunk in range(0, SINGLE, 100):
-                raw_time += await timed(lambda: raw.single(100, now))
-                part = jobs[chunk : chunk + 100]
+            for chunk in range(0, SINGLE, CHUNK):
+                raw_time += await timed(lambda: raw.single(CHUNK, now))
+                part = jobs[chunk : chunk + CHUNK]
                 store_time += await timed(lambda: _one_each(store, part, now))  # noqa: B023
             floor["enqueue_one"], ours["enqueue_one"] = (
                 rate(SINGLE, raw_time),

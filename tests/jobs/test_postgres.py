@@ -377,3 +377,19 @@ async def test_a_claim_whose_reply_was_lost_is_put_back_before_the_next_claim(
     assert again.lease != lost.lease
     assert again.job.attempts == 1  # the lost claim was undone, not counted
     assert await pg.complete("w1", [outcome(lost, clock)]) == set()
+
+
+async def test_asynchronous_completions_are_an_explicit_option(schema: str) -> None:
+    store = PostgresStore(postgres_url(DSN, schema), durable_completions=False)
+    assert b"synchronous_commit" not in store._sql.complete(durable=True)
+    assert b"synchronous_commit" in store._sql.complete(durable=False)
+    await store.open()
+    try:
+        clock = ManualClock(store.now())
+        await store.enqueue([new_job(clock.now())], now=clock.now())
+        await store.register_worker(worker(clock))
+        [claimed] = await store.claim("w1", tags=None, limit=1, now=clock.now())
+        assert await store.complete("w1", [outcome(claimed, clock)]) == {claimed.job.id}
+        assert (await store.get(claimed.job.id)).status is JobStatus.FINISHED
+    finally:
+        await store.close()
