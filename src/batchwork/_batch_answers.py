@@ -104,6 +104,12 @@ class Answers:
         self.counters.item_errors += len(entries)
         return self._run_callbacks(puts) if puts else NOTHING
 
+    def fail_puts(self, entries: list[Entry], error: BaseException) -> list[Awaitable[object]]:
+        """Give every ``put`` entry among ``entries`` ``error`` (callers are not touched)."""
+        puts = [(entry, error) for entry in entries if entry[FUT] is None]
+        self.counters.item_errors += len(puts)
+        return self._run_callbacks(puts) if puts else []
+
     def _run_callbacks(self, puts: list[tuple[Entry, Any]]) -> list[Awaitable[object]]:
         awaiting: list[Awaitable[object]] = []
         default = self.on_result

@@ -64,7 +64,10 @@ class Batcher(Generic[T, R]):
     A caller cancelled while waiting disturbs no one: its item is dropped if not yet sent,
     and when every caller of a batch inside an async ``fn`` is gone (and it holds no
     ``put`` items) the call is cancelled. Every accepted item gets exactly one result or
-    one exception. The batcher needs no running loop to be created and binds to the loop
+    one exception: if the task running a batch is cancelled from outside (e.g. the event
+    loop shuts down mid-batch), its ``submit`` callers are cancelled and its ``put`` items
+    get an ``asyncio.CancelledError`` instance as their outcome (in their callback or
+    ``on_result``). The batcher needs no running loop to be created and binds to the loop
     it is first used on. Errors of callbacks are logged on the ``batchwork`` logger.
 
     Example::
@@ -452,6 +455,7 @@ class Batcher(Generic[T, R]):
         attempts = 0
         outcomes: Any = None
         error: BaseException | None = None
+        interrupted: asyncio.CancelledError | None = None
         try:
             while not batch.abandoned:
                 attempts += 1
@@ -478,17 +482,22 @@ class Batcher(Generic[T, R]):
                 break
             awaiting = self._answers.settle(batch, outcomes, error)
             self._answers.report(group, batch, attempts, started, error)
-        except asyncio.CancelledError:
-            # Cancelled from outside (e.g. the loop is shutting down): nobody will answer
-            # these callers, so cancel them rather than leave them hanging.
+        except asyncio.CancelledError as exc:
+            # Cancelled from outside (e.g. the loop is shutting down): nobody else will
+            # answer this batch. Its callers are cancelled rather than left hanging, and
+            # its put items hear a CancelledError, so each still gets exactly one outcome.
             cancel_all(batch.entries)
-            raise
+            awaiting = self._answers.fail_puts(batch.entries, _cancelled_error(self.name))
+            self._answers.report(group, batch, attempts, started, exc)
+            interrupted = exc
         finally:
             group.finish(batch)
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise error  # after answering the callers, let it stop the loop as asyncio does
         if awaiting:
             await self._answers.await_callbacks(awaiting)
+        if interrupted is not None:
+            raise interrupted
 
     def _route(
         self, raw: object, items: list[T], settings: Settings[T, R]
@@ -549,6 +558,12 @@ class Batcher(Generic[T, R]):
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+def _cancelled_error(name: str) -> asyncio.CancelledError:
+    return asyncio.CancelledError(
+        f"the task running a batch of {name!r} was cancelled before the batch was answered"
+    )
 
 
 def _uncancel() -> None:

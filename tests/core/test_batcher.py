@@ -470,6 +470,70 @@ async def test_async_put_callbacks_are_awaited_before_close_returns() -> None:
     assert done == [1]
 
 
+async def test_put_items_hear_cancelled_error_when_their_batch_task_is_cancelled() -> None:
+    outcomes: list[tuple[str, int, object]] = []
+    running: list[asyncio.Task[Any]] = []
+    infos: list[BatchInfo] = []
+
+    async def fn(items: list[int]) -> list[int]:
+        task = asyncio.current_task()
+        assert task is not None
+        running.append(task)
+        await asyncio.sleep(10.0)
+        return items
+
+    batcher = Batcher(
+        fn,
+        max_size=3,
+        max_wait=0.01,
+        on_batch=infos.append,
+        on_result=lambda item, outcome: outcomes.append(("default", item, outcome)),
+    )
+    batcher.put(1)
+    batcher.put(2, callback=lambda item, outcome: outcomes.append(("own", item, outcome)))
+    caller = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(1.0)
+    running[0].cancel()  # by something other than the batcher
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert [(who, item) for who, item, _ in outcomes] == [("default", 1), ("own", 2)]
+    assert all(isinstance(outcome, asyncio.CancelledError) for _, _, outcome in outcomes)
+    assert len(infos) == 1
+    assert isinstance(infos[0].error, asyncio.CancelledError)
+    assert batcher.stats.in_flight == 0
+    assert await batcher.submit(4) == 4  # the batcher carries on
+    await batcher.close()
+
+
+def test_loop_shutdown_mid_batch_still_answers_put_callbacks() -> None:
+    outcomes: list[object] = []
+    late: list[object] = []
+
+    async def late_callback(item: int, outcome: object) -> None:
+        await asyncio.sleep(0)
+        late.append(outcome)
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def fn(items: list[int]) -> list[int]:
+            started.set()
+            await asyncio.Event().wait()  # never answers: the loop shuts down first
+            return items
+
+        batcher = Batcher(fn, max_size=2, max_wait=0)
+        batcher.put(1, callback=lambda item, outcome: outcomes.append(outcome))
+        batcher.put(2, callback=late_callback)
+        await started.wait()
+        # main returns without closing the batcher: asyncio.run cancels the batch task
+
+    asyncio.run(main())
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert len(late) == 1  # an async callback is awaited before the task ends
+    assert isinstance(late[0], asyncio.CancelledError)
+
+
 async def test_callback_errors_are_logged_and_never_stop_the_batcher(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
