@@ -225,7 +225,7 @@ async def test_listen_reconnects_after_its_session_is_terminated(
                     "AND query LIKE 'LISTEN%%'",
                     (app,),
                 ).fetchone()
-                if row and row[0] == 1 and store._listening:
+                if row and row[0] == 1 and store._db.listening:
                     break
                 assert time.monotonic() < deadline, "LISTEN connection did not come back"
             await store.wait_for_work(0)  # the reconnection itself counts as a change

@@ -6,21 +6,18 @@ psycopg is needed only by those who use it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import select
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 try:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+    # imported first here, so that a missing driver gives the message below
+    import psycopg  # noqa: F401
+    import psycopg_pool  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "the PostgreSQL store needs psycopg 3 and psycopg_pool: pip install 'batchwork[postgres]'"
@@ -42,6 +39,7 @@ from ._model import (
     TimelinePoint,
     WorkerInfo,
 )
+from ._postgres_conn import Conn, Connections
 from ._postgres_enqueue import AsyncExecutor, enqueue_on, insert_all
 from ._postgres_rows import (
     check_new_job,
@@ -58,9 +56,7 @@ from ._postgres_sql import Sql, channel_for, check_schema
 
 log = logging.getLogger("batchwork.postgres")
 
-T = TypeVar("T")
 PURGE_CHUNK = 10_000
-Conn = psycopg.AsyncConnection[Any]
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -72,39 +68,6 @@ def _migrations() -> list[tuple[int, str]]:
         if entry.name.endswith(".sql")
     ]
     return sorted(found)
-
-
-# UTC sessions: records carry UTC datetimes without conversion. No bitmap scans: right
-# after a bulk enqueue, before autovacuum has analysed the hot table, the planner's row
-# estimates are far too low and a claim would fetch and sort every ready row instead of
-# reading the first few from the ready index in order; none of the store's other queries
-# needs a bitmap scan.
-_SESSION_OPTIONS = "-c TimeZone=UTC -c enable_bitmapscan=off"
-
-
-def _session_params(conninfo: str) -> dict[str, str]:
-    """Connection parameters added to the URL's (``_SESSION_OPTIONS``, and an
-    ``application_name`` unless one is given)."""
-    given = conninfo_to_dict(conninfo)
-    options = " ".join(filter(None, [str(given.get("options") or ""), _SESSION_OPTIONS]))
-    params = {"options": options}
-    if not given.get("application_name"):
-        params["application_name"] = "batchwork"
-    return params
-
-
-async def _refuse_dead(conn: Conn) -> None:
-    # A connection the server ended while it sat idle in the pool (pg_terminate_backend, a
-    # restart) has the termination message waiting on its socket. Refusing it here makes
-    # the pool hand out a fresh one instead of failing a statement that cannot be retried.
-    if conn.broken or conn.closed:
-        raise psycopg.OperationalError("connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
-        # Closed here, the pool drops it and connects anew (a connection that merely
-        # fails the check would be put back as it is).
-        await conn.close()
-        raise psycopg.OperationalError("the server closed this idle connection")
 
 
 class PostgresStore:
@@ -174,23 +137,17 @@ class PostgresStore:
         self.url = url
         self.schema = check_schema(url_schema or schema)
         self.channel = channel_for(self.schema)
-        self._conninfo = conninfo
-        self._session = _session_params(conninfo)
-        self._pool_size = pool_size
-        self._connect_timeout = connect_timeout
-        self._poll_interval = poll_interval
         self._durable = durable_completions
         self._sql = Sql(self.schema)
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = False
-        self._listen_ready: asyncio.Event | None = None
-        self._changed: asyncio.Event | None = None
-        # Changes seen (NOTIFY or own writes) and the count at the last claim or wait.
-        self._generation = 0
-        self._seen = 0
+        self._db = Connections(
+            conninfo,
+            where=self._where,
+            channel=self.channel,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
+            poll_interval=poll_interval,
+        )
         self._clock = (time.time(), time.monotonic())
-        self._down = False
         # Leases of claims whose reply was lost: they may have committed, so their jobs are
         # put back before this worker's next claim or heartbeat (see ``_settle_claims``).
         self._uncertain: dict[str, set[str]] = {}
@@ -208,49 +165,16 @@ class PostgresStore:
 
     async def open(self) -> None:
         """Connect, migrate the schema, measure the clock and start listening."""
-        if self._pool is not None:
-            return
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=self._pool_size,
-            open=False,
-            kwargs={"autocommit": True, **self._session},
-            check=_refuse_dead,
-            timeout=self._connect_timeout,
-            name=f"batchwork-{self.schema}",
-            reconnect_failed=self._reconnect_failed,
-        )
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout)
-            async with pool.connection() as conn:
-                await self._migrate(conn)
-                await self._measure_clock(conn)
-        except psycopg.Error as exc:
-            await pool.close()
-            raise StoreError(f"cannot open the PostgreSQL store at {self._where}: {exc}") from exc
-        self._pool = pool
-        self._changed = asyncio.Event()
-        self._listen_ready = asyncio.Event()
-        self._listener = asyncio.create_task(self._listen(), name=f"batchwork-listen-{self.schema}")
-        # Wake-ups work from the first enqueue on; without LISTEN the store still polls.
-        with suppress(TimeoutError):
-            async with asyncio.timeout(self._connect_timeout):
-                await self._listen_ready.wait()
-        self._seen = self._generation
+        if not self._db.is_open:
+            await self._db.open(self._setup, name=f"batchwork-{self.schema}")
+
+    async def _setup(self, conn: Conn) -> None:
+        await self._migrate(conn)
+        await self._measure_clock(conn)
 
     async def close(self) -> None:
         """Stop listening and close every connection; :meth:`open` may be called again."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.cancel()
-            with suppress(asyncio.CancelledError):
-                await listener
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
-        self._listening = False
-        self._wake()  # waiters return: nothing more comes through this store
+        await self._db.close()
 
     async def _migrate(self, conn: Conn) -> None:
         migrations = _migrations()
@@ -281,118 +205,13 @@ class PostgresStore:
         db_epoch = await _scalar(conn, Sql.clock)
         self._clock = (db_epoch, (before + time.monotonic()) / 2)
 
-    def _reconnect_failed(self, pool: AsyncConnectionPool[Conn]) -> None:
-        log.error("PostgreSQL at %s: the pool gave up reconnecting for now", self._where)
-
-    # -- plumbing --------------------------------------------------------------------
-    def _opened(self) -> AsyncConnectionPool[Conn]:
-        if self._pool is None:
-            raise StoreError(f"{self!r} is not open: await store.open() first")
-        return self._pool
-
-    async def _run(self, what: str, fn: Callable[[Conn], Awaitable[T]], *, retry: bool) -> T:
-        """Run ``fn`` on a pooled connection, mapping driver errors to StoreError.
-
-        With ``retry``, a call that failed because its connection died is run again on a
-        fresh connection (twice at most): only for calls whose repetition is harmless.
-        """
-        pool = self._opened()
-        tries = 3 if retry else 1
-        for attempt in range(tries):
-            try:
-                async with pool.connection() as conn:
-                    try:
-                        result = await fn(conn)
-                    except psycopg.OperationalError as exc:
-                        if not (conn.broken or conn.closed):
-                            raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
-                        raise
-            except PoolTimeout as exc:
-                self._gone(exc)
-                raise StoreError(
-                    f"PostgreSQL at {self._where} unavailable: no connection for {what} "
-                    f"within {self._connect_timeout:g} s ({exc})"
-                ) from exc
-            except psycopg.OperationalError as exc:
-                self._gone(exc)
-                if attempt + 1 < tries:
-                    await asyncio.sleep(0.05 * 4**attempt)
-                    continue
-                raise StoreError(f"PostgreSQL {what} failed, connection lost: {exc}") from exc
-            except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL {what} failed: {exc}") from exc
-            if self._down:
-                self._down = False
-                log.warning("PostgreSQL at %s is reachable again", self._where)
-            return result
-        raise AssertionError("unreachable")
-
-    def _gone(self, exc: BaseException) -> None:
-        if not self._down:
-            self._down = True
-            log.warning(
-                "PostgreSQL at %s unreachable (%s); reconnecting, and store calls raise "
-                "StoreError until it is back",
-                self._where,
-                str(exc).strip(),
-            )
-
-    # -- wake-ups --------------------------------------------------------------------
-    def _wake(self) -> None:
-        self._generation += 1
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
-
-    async def _listen(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    options=self._session["options"],
-                    application_name=self._session.get("application_name"),
-                    connect_timeout=max(1, round(self._connect_timeout)),
-                )
-                async with conn:
-                    await conn.execute(f'LISTEN "{self.channel}"'.encode())
-                    if self._down or delay > 0.1:
-                        log.warning("PostgreSQL at %s: LISTEN re-established", self._where)
-                    self._listening = True
-                    delay = 0.1
-                    assert self._listen_ready is not None
-                    self._listen_ready.set()
-                    self._wake()  # notifications sent while we were away are lost
-                    async for _ in conn.notifies():
-                        self._wake()
-            except psycopg.Error as exc:
-                if self._listening:
-                    log.warning(
-                        "PostgreSQL at %s: LISTEN connection lost (%s); polling every "
-                        "%g s until it is back",
-                        self._where,
-                        str(exc).strip(),
-                        self._poll_interval,
-                    )
-                self._listening = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
     async def wait_for_work(self, at_most: float) -> None:
-        """Return when jobs were added or ended since the last claim or wait (NOTIFY from
-        any process, or a write through this store), or after ``at_most`` seconds.
-
-        While the LISTEN connection is down, waits last at most ``poll_interval``.
-        """
-        self._opened()
-        event = self._changed
-        if event is not None and self._seen == self._generation:
-            timeout = at_most if self._listening else min(at_most, self._poll_interval)
-            with suppress(TimeoutError):
-                async with asyncio.timeout(max(timeout, 0)):
-                    await event.wait()
-        self._seen = self._generation
+        """Return when jobs were added or became claimable again since the last claim or
+        wait (NOTIFY from any process, or a write through this store), or after
+        ``at_most`` seconds; while the LISTEN connection is down, after ``poll_interval``
+        at most."""
+        self._db.pool(self)
+        await self._db.wait(at_most)
 
     # -- producing -------------------------------------------------------------------
     async def enqueue(
@@ -400,7 +219,8 @@ class PostgresStore:
     ) -> list[int | None]:
         """Insert jobs in one transaction (COPY for runs of plain jobs); ids in order.
 
-        With ``connection`` (a ``psycopg.AsyncConnection``), the jobs are written in the
+        With ``connection`` (a ``psycopg.AsyncConnection``, or a blocking
+        ``psycopg.Connection``), the jobs are written in the
         caller's transaction and exist only once the caller commits.
 
         Example::
@@ -425,8 +245,8 @@ class PostgresStore:
             async with conn.transaction():
                 return await insert_all(AsyncExecutor(conn), self._sql, jobs, now)
 
-        ids = await self._run("enqueue", go, retry=False)
-        self._wake()
+        ids = await self._db.run(self, "enqueue", go, retry=False)
+        self._db.wake()
         return ids
 
     # -- working ---------------------------------------------------------------------
@@ -446,7 +266,7 @@ class PostgresStore:
         async def go(conn: Conn) -> None:
             await conn.execute(self._sql.register_worker(), params)
 
-        await self._run("register_worker", go, retry=True)
+        await self._db.run(self, "register_worker", go, retry=True)
 
     async def unregister_worker(self, worker_id: str) -> None:
         """Delete the worker's row (graceful shutdown)."""
@@ -455,7 +275,7 @@ class PostgresStore:
             await self._settle_claims(conn, worker_id)
             await conn.execute(self._sql.unregister_worker(), (worker_id,))
 
-        await self._run("unregister_worker", go, retry=True)
+        await self._db.run(self, "unregister_worker", go, retry=True)
 
     async def _settle_claims(self, conn: Conn, worker_id: str) -> None:
         uncertain = self._uncertain.get(worker_id)
@@ -481,7 +301,7 @@ class PostgresStore:
 
         async def go(conn: Conn) -> tuple[str, list[Any]]:
             # this claim sees every change notified so far; a later one wakes the next wait
-            self._seen = self._generation
+            self._db.seen = self._db.generation
             await self._settle_claims(conn, worker_id)
             lease = uuid.uuid4().hex
             params = {"now": now, "limit": limit, "worker": worker_id, "lease": lease}
@@ -494,7 +314,7 @@ class PostgresStore:
                 raise
             return lease, rows
 
-        lease, rows = await self._run("claim", go, retry=True)
+        lease, rows = await self._db.run(self, "claim", go, retry=True)
         jobs = sorted(
             (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.scheduled_for, j.id)
         )
@@ -516,7 +336,7 @@ class PostgresStore:
                 raise
             return None if row is None else Claimed(job_from_row(row), lease)
 
-        return await self._run("claim_job", go, retry=True)
+        return await self._db.run(self, "claim_job", go, retry=True)
 
     async def complete(self, worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
         """Write outcomes in one statement; fenced by worker and lease; returns ids written.
@@ -554,7 +374,7 @@ class PostgresStore:
                 self._unconfirmed.update(leases)
                 raise
 
-        written = await self._run("complete", go, retry=True)
+        written = await self._db.run(self, "complete", go, retry=True)
         self._unconfirmed.difference_update(leases)
         return written
 
@@ -572,7 +392,7 @@ class PostgresStore:
         async def go(conn: Conn) -> None:
             await conn.execute(self._sql.release(), params)
 
-        await self._run("release", go, retry=True)
+        await self._db.run(self, "release", go, retry=True)
 
     async def heartbeat(
         self, worker_id: str, *, now: datetime, running: Sequence[int]
@@ -586,7 +406,7 @@ class PostgresStore:
             row = await (await conn.execute(self._sql.heartbeat(), params)).fetchone()
             return row, (before + time.monotonic()) / 2
 
-        row, measured_at = await self._run("heartbeat", go, retry=True)
+        row, measured_at = await self._db.run(self, "heartbeat", go, retry=True)
         alive, cancel_ids, db_epoch, _ = row
         self._clock = (db_epoch, measured_at)
         return Heartbeat(alive=alive > 0, cancel_ids=tuple(cancel_ids))
@@ -615,7 +435,7 @@ class PostgresStore:
                 dead_workers=tuple(sorted(dead)),
             )
 
-        return await self._run("recover", go, retry=True)
+        return await self._db.run(self, "recover", go, retry=True)
 
     async def claim_exit_hooks(
         self, worker_id: str, *, names: Sequence[str], limit: int
@@ -629,7 +449,7 @@ class PostgresStore:
             rows = await (await conn.execute(self._sql.claim_exit_hooks(), params)).fetchall()
             return [job_from_row(r) for r in rows]
 
-        return await self._run("claim_exit_hooks", go, retry=False)
+        return await self._db.run(self, "claim_exit_hooks", go, retry=False)
 
     async def finish_exit_hooks(self, worker_id: str, job_ids: Sequence[int]) -> None:
         """Mark hooks taken by this worker as done."""
@@ -639,7 +459,7 @@ class PostgresStore:
         async def go(conn: Conn) -> None:
             await conn.execute(self._sql.finish_exit_hooks(), (list(job_ids), worker_id))
 
-        await self._run("finish_exit_hooks", go, retry=True)
+        await self._db.run(self, "finish_exit_hooks", go, retry=True)
 
     # -- crons -----------------------------------------------------------------------
     async def reconcile_crons(self, specs: Sequence[CronSpec], *, now: datetime) -> None:
@@ -671,7 +491,7 @@ class PostgresStore:
                     await conn.execute(sql.delete_crons(), (gone,))
                     await conn.execute(sql.drop_pending_ticks(), (dropped,))
 
-        await self._run("reconcile_crons", go, retry=True)
+        await self._db.run(self, "reconcile_crons", go, retry=True)
 
     async def cron_states(self) -> list[CronState]:
         """Every stored cron, by name."""
@@ -680,7 +500,7 @@ class PostgresStore:
             rows = await (await conn.execute(self._sql.cron_states())).fetchall()
             return [cron_from_row(r) for r in rows]
 
-        return await self._run("cron_states", go, retry=True)
+        return await self._db.run(self, "cron_states", go, retry=True)
 
     async def fire_cron_ticks(
         self, name: str, ticks: Sequence[NewJob], *, watermark: datetime, now: datetime
@@ -696,8 +516,8 @@ class PostgresStore:
                 await conn.execute(self._sql.raise_watermark(), (watermark, now, name))
             return ids
 
-        ids = await self._run("fire_cron_ticks", go, retry=True)
-        self._wake()
+        ids = await self._db.run(self, "fire_cron_ticks", go, retry=True)
+        self._db.wake()
         return ids
 
     # -- querying and control --------------------------------------------------------
@@ -707,7 +527,7 @@ class PostgresStore:
         async def go(conn: Conn) -> Any:
             return await (await conn.execute(self._sql.get(), {"id": job_id})).fetchone()
 
-        row = await self._run("get", go, retry=True)
+        row = await self._db.run(self, "get", go, retry=True)
         if row is None:
             raise JobNotFound(job_id)
         return job_from_row(row)
@@ -738,7 +558,7 @@ class PostgresStore:
         async def go(conn: Conn) -> list[Job]:
             return [job_from_row(r) for r in await (await conn.execute(sql, params)).fetchall()]
 
-        return await self._run("list_jobs", go, retry=True)
+        return await self._db.run(self, "list_jobs", go, retry=True)
 
     async def cancel(self, job_id: int, *, now: datetime) -> CancelResult:
         """Cancel a pending/paused job now, or flag a running one for its worker."""
@@ -757,7 +577,7 @@ class PostgresStore:
                     return CancelResult.ALREADY_ENDED
                 raise JobNotFound(job_id)
 
-        return await self._run("cancel", go, retry=False)
+        return await self._db.run(self, "cancel", go, retry=False)
 
     async def retry(self, job_id: int, *, now: datetime) -> bool:
         """Put an ended job back to pending, due ``now``; ``False`` if it has not ended."""
@@ -771,9 +591,9 @@ class PostgresStore:
                     return False
                 raise JobNotFound(job_id)
 
-        revived = await self._run("retry", go, retry=False)
+        revived = await self._db.run(self, "retry", go, retry=False)
         if revived:
-            self._wake()
+            self._db.wake()
         return revived
 
     async def counts(self) -> dict[tuple[str, JobStatus], int]:
@@ -783,7 +603,7 @@ class PostgresStore:
             rows = await (await conn.execute(self._sql.counts())).fetchall()
             return {(r[0], JobStatus(r[1])): r[2] for r in rows}
 
-        return await self._run("counts", go, retry=True)
+        return await self._db.run(self, "counts", go, retry=True)
 
     async def timeline(self, *, since: datetime, bucket: float) -> list[TimelinePoint]:
         """Ended jobs per bucket of ``bucket`` seconds since ``since``, oldest first."""
@@ -794,7 +614,7 @@ class PostgresStore:
         async def go(conn: Conn) -> list[Any]:
             return await (await conn.execute(self._sql.timeline(), params)).fetchall()
 
-        rows = await self._run("timeline", go, retry=True)
+        rows = await self._db.run(self, "timeline", go, retry=True)
         start = utc(since)
         return [
             TimelinePoint(start + timedelta(seconds=b * bucket), finished, failed, pickup)
@@ -808,7 +628,7 @@ class PostgresStore:
             rows = await (await conn.execute(self._sql.workers())).fetchall()
             return [worker_from_row(r) for r in rows]
 
-        return await self._run("workers", go, retry=True)
+        return await self._db.run(self, "workers", go, retry=True)
 
     async def purge(self, *, ended_before: datetime) -> int:
         """Delete jobs that ended before ``ended_before``; returns how many."""
@@ -821,7 +641,7 @@ class PostgresStore:
 
         total = 0
         while True:
-            deleted = await self._run("purge", go, retry=False)
+            deleted = await self._db.run(self, "purge", go, retry=False)
             total += deleted
             if deleted < PURGE_CHUNK:
                 return total
