@@ -97,17 +97,25 @@ class PostgresStore:
       between the database's ``clock_timestamp()`` and the local monotonic clock is
       measured at :meth:`open` and again at every :meth:`heartbeat`. Leases and cron ticks
       computed from it agree across hosts whose own clocks disagree.
-    * **Wake-ups.** Inserts into either table send a ``NOTIFY`` (one per statement, so a
-      COPY of 10,000 jobs sends one); a dedicated ``LISTEN`` connection wakes
-      :meth:`wait_for_work`. Polling stays as the fallback: while the LISTEN connection is
-      down, waits are capped at ``poll_interval``.
+    * **Wake-ups.** Work that becomes claimable sends a ``NOTIFY``: a statement trigger
+      on inserts into ``jobs`` (one per statement, so a COPY of 10,000 jobs sends one,
+      and an enqueue in the caller's transaction notifies when it commits), and the
+      statements that release, pause or resume jobs. Ending a job notifies nobody. A
+      dedicated ``LISTEN`` connection wakes :meth:`wait_for_work`; polling stays as the
+      fallback (while LISTEN is down, waits are capped at ``poll_interval``).
     * **Connection loss.** The pool replaces connections the server dropped (checked
       without a round trip when a connection is taken) and reconnects with backoff; the
       LISTEN connection re-establishes itself. While the database is away, operations
       raise :class:`~batchwork.errors.StoreError` (never a psycopg error) after
       ``connect_timeout`` seconds, and the store logs once when it goes and once when it
-      comes back (logger ``batchwork.postgres``). Operations whose retry is harmless
-      (reads, heartbeats, completions, claims) are retried on a fresh connection first.
+      comes back (logger ``batchwork.postgres``). Calls whose repetition is harmless
+      (reads, heartbeats, completions, releases, cron writes) are retried on a fresh
+      connection first. A claim whose reply was lost may have committed: its lease is
+      remembered and those jobs are put back before the worker's next claim or heartbeat,
+      so no job stays ``running`` for a worker that never got it. A completion repeated
+      after a lost reply is recognised by its lease and reported as written.
+    * **Planner.** Sessions run with ``enable_bitmapscan = off`` so that claims read the
+      ready index in order even before autovacuum has analysed a freshly filled table.
 
     Example::
 
