@@ -9,6 +9,8 @@ loop. Keys (a configured extra key), stats and cancellation handling are always 
   <= 0.8 x B_fut per item.
 * Round trip: one caller awaiting items one after another in next-tick mode
   (``max_wait=0``). Goal: <= 2 x a bare future round trip.
+* ``put``: fire-and-forget items, each with a plain callback (no goal; watched for
+  regressions of the per-item callback path).
 * Memory: bytes per pending item beyond the caller's own task and future (tracemalloc).
   Goal: <= 300 bytes.
 * aiodataloader (``cache=False``) on the same workload, for comparison.
@@ -133,6 +135,22 @@ async def batcher_round_trips() -> None:
     await batcher.close()
 
 
+async def batcher_puts() -> None:
+    """Fire-and-forget items with a plain callback each (the per-item ``put`` path)."""
+    heard = 0
+
+    def callback(item: int, outcome: object) -> None:
+        nonlocal heard
+        heard += 1
+
+    batcher = make_batcher()
+    put = batcher.put
+    for i in range(N):
+        put(i, callback=callback)
+    await batcher.close()
+    assert heard == N
+
+
 # -- aiodataloader ------------------------------------------------------------------------
 
 
@@ -212,6 +230,7 @@ async def measure() -> dict[str, Any]:
             "B_task": floor_tasks,
             "submit": batcher_tasks,
             "many": batcher_submit_many,
+            "puts": batcher_puts,
             "dl_tasks": dataloader_tasks,
             "dl_futures": dataloader_futures,
         },
@@ -223,6 +242,7 @@ async def measure() -> dict[str, Any]:
         rounds=3 * ROUNDS,
     )
     b_fut, b_task, submit, many = items["B_fut"], items["B_task"], items["submit"], items["many"]
+    puts = items["puts"]
     dl_tasks, dl_futures = items["dl_tasks"], items["dl_futures"]
     b_rt, round_trip, dl_rt = trips["bare"], trips["batcher"], trips["dl"]
     with_batcher = await pending_bytes(with_batcher=True)
@@ -239,6 +259,7 @@ async def measure() -> dict[str, Any]:
             "B_task": round(b_task, 3),
             "batcher_submit_tasks": round(submit, 3),
             "batcher_submit_many": round(many, 3),
+            "batcher_put_with_callback": round(puts, 3),
             "aiodataloader_tasks": round(dl_tasks, 3),
             "aiodataloader_futures": round(dl_futures, 3),
         },

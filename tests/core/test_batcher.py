@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from batchwork import Batcher, BatcherStats, BatchInfo, KeyConfig, Retry
+from batchwork import _batch_answers as batch_answers
 from batchwork.errors import BatcherClosed, BatchResultError, BatchTimeout, QueueFull
 
 from .conftest import Recorder, now
@@ -532,6 +533,29 @@ def test_loop_shutdown_mid_batch_still_answers_put_callbacks() -> None:
     assert isinstance(outcomes[0], asyncio.CancelledError)
     assert len(late) == 1  # an async callback is awaited before the task ends
     assert isinstance(late[0], asyncio.CancelledError)
+
+
+async def test_put_callbacks_returning_none_skip_the_awaitable_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[object] = []
+    real = batch_answers.inspect.isawaitable
+
+    def counting_isawaitable(value: object) -> bool:
+        checked.append(value)
+        return real(value)
+
+    monkeypatch.setattr(batch_answers.inspect, "isawaitable", counting_isawaitable)
+    seen: list[object] = []
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    batcher = Batcher(Recorder(), max_wait=0.01, on_result=lambda item, outcome: seen.append(item))
+    batcher.put(1)  # on_result returns None: no check
+    batcher.put(2, callback=lambda item, outcome: item)  # a plain value: checked, not awaited
+    batcher.put(3, callback=lambda item, outcome: done)  # a future: checked and awaited
+    await batcher.close()
+    assert seen == [1]
+    assert checked == [2, done]
 
 
 async def test_callback_errors_are_logged_and_never_stop_the_batcher(
