@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from batchwork import Batcher, BatcherStats, BatchInfo, KeyConfig, Retry
-from batchwork import _batch_answers as batch_answers
 from batchwork.errors import BatcherClosed, BatchResultError, BatchTimeout, QueueFull
 
 from .conftest import Recorder, now
@@ -539,13 +540,14 @@ async def test_put_callbacks_returning_none_skip_the_awaitable_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     checked: list[object] = []
-    real = batch_answers.inspect.isawaitable
 
     def counting_isawaitable(value: object) -> bool:
         checked.append(value)
-        return real(value)
+        return inspect.isawaitable(value)
 
-    monkeypatch.setattr(batch_answers.inspect, "isawaitable", counting_isawaitable)
+    monkeypatch.setattr(
+        "batchwork._batch_answers.inspect", SimpleNamespace(isawaitable=counting_isawaitable)
+    )
     seen: list[object] = []
     done = asyncio.get_running_loop().create_future()
     done.set_result(None)
