@@ -341,12 +341,7 @@ def postgres_drain() -> dict[str, float] | None:
 
 
 def main() -> None:
-    ours = median_of(
-        [
-            fresh(lambda tmp: asyncio.run(batchwork_run(f"sqlite:///{tmp / 'jobs.db'}", tmp)))
-            for _ in range(RUNS)
-        ]
-    )
+    ours = median_of([fresh(_sqlite_run) for _ in range(RUNS)])
     floor = median_of([fresh(lambda tmp: floors(tmp / "floor.db")) for _ in range(RUNS)])
     huey = median_of([fresh(huey_run) for _ in range(RUNS)])
     report: dict[str, Any] = {
