@@ -101,7 +101,8 @@ class PostgresStore:
       on inserts into ``jobs`` (one per statement, so a COPY of 10,000 jobs sends one,
       and an enqueue in the caller's transaction notifies when it commits), and the
       statements that release, pause or resume jobs. Ending a job notifies nobody. A
-      dedicated ``LISTEN`` connection wakes :meth:`wait_for_work`; polling stays as the
+      dedicated ``LISTEN`` connection, opened by the first claim or wait (a process that
+      only enqueues never opens one), wakes :meth:`wait_for_work`; polling stays as the
       fallback (while LISTEN is down, waits are capped at ``poll_interval``).
     * **Connection loss.** The pool replaces connections the server dropped (checked
       without a round trip when a connection is taken) and reconnects with backoff; the
@@ -306,6 +307,8 @@ class PostgresStore:
             return []
         sql = self._sql.claim(tagged=tags is not None)
         uncertain = self._uncertain.setdefault(worker_id, set())
+
+        await self._db.listen()
 
         async def go(conn: Conn) -> tuple[str, list[Any]]:
             # this claim sees every change notified so far; a later one wakes the next wait

@@ -81,6 +81,7 @@ class Connections:
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listen_ready: asyncio.Event | None = None
+        self._name = "batchwork"
         self._changed: asyncio.Event | None = None
         self.listening = False
         self.generation = 0
@@ -116,14 +117,20 @@ class Connections:
                 ) from exc
             raise
         self._pool = pool
+        self._name = name
         self._changed = asyncio.Event()
-        self._listen_ready = asyncio.Event()
-        self._listener = asyncio.create_task(self._listen(), name=f"{name}-listen")
-        # Wake-ups work from the first enqueue on; without LISTEN the store still polls.
+
+    async def listen(self) -> None:
+        """Start the LISTEN connection unless it runs: on the first claim or wait, so a
+        process that only enqueues (a web app) holds no LISTEN connection and reads no
+        notifications. Returns once it listens (or after ``connect_timeout``: polling)."""
+        if self._listener is not None or self._pool is None:
+            return
+        self._listen_ready = ready = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(), name=f"{self._name}-listen")
         with suppress(TimeoutError):
             async with asyncio.timeout(self.connect_timeout):
-                await self._listen_ready.wait()
-        self.seen = self.generation
+                await ready.wait()
 
     async def close(self) -> None:
         listener, self._listener = self._listener, None
@@ -206,6 +213,7 @@ class Connections:
     async def wait(self, at_most: float) -> None:
         """Until a change not yet seen, or ``at_most`` seconds (``poll_interval`` at most
         while the LISTEN connection is down)."""
+        await self.listen()
         event = self._changed
         if event is not None and self.seen == self.generation:
             timeout = at_most if self.listening else min(at_most, self.poll_interval)
@@ -216,6 +224,7 @@ class Connections:
 
     async def _listen(self) -> None:
         delay = 0.1
+        first = True
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -233,7 +242,9 @@ class Connections:
                     delay = 0.1
                     assert self._listen_ready is not None
                     self._listen_ready.set()
-                    self.wake()  # notifications sent while we were away are lost
+                    if not first:
+                        self.wake()  # notifications sent while we were away are lost
+                    first = False
                     async for _ in conn.notifies():
                         self.wake()
             except psycopg.Error as exc:
