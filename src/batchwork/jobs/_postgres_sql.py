@@ -285,7 +285,8 @@ class Sql:
             "attempts = j.attempts - 1, started_at = j.prev_started_at, worker_id = NULL, "
             "lease = NULL, updated_at = %(now)s "
             "FROM unnest(%(ids)s::bigint[], %(leases)s::text[]) AS l(id, lease) "
-            "WHERE j.id = l.id AND j.lease = l.lease AND j.worker_id = %(worker)s "
+            "WHERE j.id = ANY(%(ids)s::bigint[]) AND j.id = l.id AND j.lease = l.lease "
+            "AND j.worker_id = %(worker)s "
             "AND j.status = 'running' RETURNING j.id) "
             f"SELECT count(*), pg_notify('{channel_for(self.schema)}', '') FROM r"
         )
@@ -302,9 +303,11 @@ class Sql:
 
     # -- completions -------------------------------------------------------------------
     def complete(self, *, durable: bool, again: bool = False) -> bytes:
+        # `j.id = ANY(ids)` makes the plan primary-key lookups whatever the statistics
+        # say (joining on `o` alone may scan every running job of the worker).
         fence = (
-            "j.id = o.id AND j.worker_id = %(worker)s AND j.lease = o.lease "
-            "AND j.status = 'running'"
+            "j.id = ANY(%(ids)b::bigint[]) AND j.id = o.id AND j.worker_id = %(worker)s "
+            "AND j.lease = o.lease AND j.status = 'running'"
         )
         ended_cols = ", ".join(f"j.{c}" for c in ALL_COLUMNS)
         moved = _moved(
