@@ -230,6 +230,10 @@ class Group:
         settings = self.settings
         queue = self.queue
         first: Batch | None = None
+        if self.running:
+            # Batches taken earlier may have tasks that have not started yet: a batch run
+            # inline would call fn before them, out of the order they were taken in.
+            inline = False
         while self.running < settings.max_concurrency:
             self._prune()
             if not queue:

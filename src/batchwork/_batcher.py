@@ -7,7 +7,7 @@ import inspect
 import logging
 import operator
 import random
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -413,91 +413,85 @@ class Batcher(Generic[T, R]):
         return task
 
     def _spawn_tick(self, group: Group) -> asyncio.Task[None]:
-        task = group.loop.create_task(self._tick(group))
+        task = group.loop.create_task(self._run(group, None))
         self._tasks.add(task)
         return task
 
-    async def _run(self, group: Group, batch: Batch) -> None:
-        # Bookkeeping lives here rather than in a done callback: one loop callback less
-        # per batch.
-        try:
-            await self._execute(group, batch)
-        finally:
-            if batch.task is not None:
-                self._tasks.discard(batch.task)
-            if self._change is not None:
-                self._notify()
+    async def _run(self, group: Group, batch: Batch | None) -> None:
+        """Run one batch in this task: ``batch``, or for a next-tick flush (``None``) the
+        first batch due now (any others due get tasks of their own).
 
-    async def _tick(self, group: Group) -> None:
-        """Next-tick flush: start what is due and run the first batch in this task."""
+        Calls fn (with retries), answers the batch's callers and frees its slot.
+        """
+        # One coroutine does it all (bookkeeping, the calls of fn, the answers), not a
+        # nested coroutine or a done callback; and the plain case (async fn, no timeout)
+        # awaits fn right here: in next-tick mode each frame or loop callback saved per
+        # batch is a visible share of a single item's round trip.
         task = asyncio.current_task()
+        interrupted: asyncio.CancelledError | None = None
+        awaiting: Sequence[Awaitable[object]] = ()
         try:
-            if group.timer is task:
-                group.timer = None
-            batch = group.pump(inline=True)
-            if batch is not None:
+            if batch is None:
+                if group.timer is task:
+                    group.timer = None
+                batch = group.pump(inline=True)
+                if batch is None:
+                    return
                 batch.task = task
-                await self._execute(group, batch)
+            settings = group.settings
+            started = group.loop.time() if self._on_batch is not None else 0.0
+            entries = batch.entries
+            items = [entries[0][ITEM]] if len(entries) == 1 else list(map(_item_of, entries))
+            direct = settings.is_async and settings.timeout is None
+            attempts = 0
+            outcomes: Any = None
+            error: BaseException | None = None
+            try:
+                while not batch.abandoned:
+                    attempts += 1
+                    try:
+                        batch.in_call = True
+                        if direct:
+                            raw = await settings.fn(items)  # type: ignore[misc]
+                        else:
+                            raw = await self._attempt(settings, items)
+                    except asyncio.CancelledError:
+                        if not batch.abandoned:
+                            raise
+                        _uncancel()
+                        break
+                    except BaseException as exc:  # the batch loop survives anything fn does
+                        error = exc
+                        if await self._backoff(settings.retry, exc, attempts, batch):
+                            continue
+                        break
+                    finally:
+                        batch.in_call = False
+                    error = None
+                    outcomes, error = self._route(raw, items, settings)
+                    break
+                awaiting = self._answers.settle(batch, outcomes, error)
+                self._answers.report(group, batch, attempts, started, error)
+            except asyncio.CancelledError as exc:
+                # Cancelled from outside (e.g. the loop is shutting down): nobody else will
+                # answer this batch. Its callers are cancelled rather than left hanging, and
+                # its put items hear a CancelledError, so each still gets exactly one outcome.
+                cancel_all(entries)
+                awaiting = self._answers.fail_puts(entries, _cancelled_error(self.name))
+                self._answers.report(group, batch, attempts, started, exc)
+                interrupted = exc
+            finally:
+                group.finish(batch)
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise error  # after answering the callers, let it stop the loop as asyncio does
+            if awaiting:
+                await self._answers.await_callbacks(awaiting)
+            if interrupted is not None:
+                raise interrupted
         finally:
-            if task is not None:
-                self._tasks.discard(task)
+            self._tasks.discard(task)
             if self._change is not None:
                 self._notify()
-
-    async def _execute(self, group: Group, batch: Batch) -> None:
-        """Call fn for one batch (with retries), answer its callers, free its slot."""
-        settings = group.settings
-        started = group.loop.time() if self._on_batch is not None else 0.0
-        items = list(map(_item_of, batch.entries))
-        # The plain case (async fn, no timeout) awaits fn right here: one coroutine frame
-        # less per batch is a visible share of a next-tick round trip.
-        direct = settings.is_async and settings.timeout is None
-        attempts = 0
-        outcomes: Any = None
-        error: BaseException | None = None
-        interrupted: asyncio.CancelledError | None = None
-        try:
-            while not batch.abandoned:
-                attempts += 1
-                try:
-                    batch.in_call = True
-                    if direct:
-                        raw = await settings.fn(items)  # type: ignore[misc]
-                    else:
-                        raw = await self._attempt(settings, items)
-                except asyncio.CancelledError:
-                    if not batch.abandoned:
-                        raise
-                    _uncancel()
-                    break
-                except BaseException as exc:  # the batch loop survives anything fn does
-                    error = exc
-                    if await self._backoff(settings.retry, exc, attempts, batch):
-                        continue
-                    break
-                finally:
-                    batch.in_call = False
-                error = None
-                outcomes, error = self._route(raw, items, settings)
-                break
-            awaiting = self._answers.settle(batch, outcomes, error)
-            self._answers.report(group, batch, attempts, started, error)
-        except asyncio.CancelledError as exc:
-            # Cancelled from outside (e.g. the loop is shutting down): nobody else will
-            # answer this batch. Its callers are cancelled rather than left hanging, and
-            # its put items hear a CancelledError, so each still gets exactly one outcome.
-            cancel_all(batch.entries)
-            awaiting = self._answers.fail_puts(batch.entries, _cancelled_error(self.name))
-            self._answers.report(group, batch, attempts, started, exc)
-            interrupted = exc
-        finally:
-            group.finish(batch)
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
-            raise error  # after answering the callers, let it stop the loop as asyncio does
-        if awaiting:
-            await self._answers.await_callbacks(awaiting)
-        if interrupted is not None:
-            raise interrupted
 
     def _route(
         self, raw: object, items: list[T], settings: Settings[T, R]

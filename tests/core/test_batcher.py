@@ -56,6 +56,15 @@ async def test_max_wait_zero_batches_one_loop_tick() -> None:
     await batcher.close()
 
 
+async def test_next_tick_batches_reach_fn_in_the_order_they_were_taken() -> None:
+    fn = Recorder()
+    batcher = Batcher(fn, max_size=4, max_wait=0, max_concurrency=3)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(9)]
+    assert await asyncio.gather(*tasks) == [i * 10 for i in range(9)]
+    assert fn.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    await batcher.close()
+
+
 async def test_min_size_flushes_greedily_and_stragglers_after_max_wait() -> None:
     fn = Recorder()
     batcher = Batcher(fn, max_size=10, min_size=3, max_wait=1.0)
