@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from batchwork.errors import StoreError
-from batchwork.jobs._model import JobStatus, NewJob
+from batchwork.jobs._model import CancelResult, JobStatus, NewJob
 from batchwork.jobs._postgres import PostgresStore, _migrations
 from batchwork.jobs._store import store_from_url
 
@@ -402,3 +402,30 @@ async def test_asynchronous_completions_are_an_explicit_option(schema: str) -> N
         assert (await store.get(claimed.job.id)).status is JobStatus.FINISHED
     finally:
         await store.close()
+
+
+async def test_a_transactional_enqueue_wakes_workers_when_the_caller_commits(
+    pg: PostgresStore, schema: str
+) -> None:
+    worker_store = PostgresStore(postgres_url(DSN, schema))
+    await worker_store.open()
+    try:
+        await worker_store.wait_for_work(0)  # listening from here on
+        async with await psycopg.AsyncConnection.connect(DSN) as conn:
+            await pg.enqueue([job_at(pg)], now=pg.now(), connection=conn)
+            waiter = asyncio.create_task(worker_store.wait_for_work(10.0))
+            await asyncio.sleep(0.2)
+            assert not waiter.done()  # not before the commit
+            await conn.commit()
+            await asyncio.wait_for(waiter, 2.0)
+        # and a retried job wakes them too
+        [job] = await pg.list_jobs()
+        assert await pg.cancel(job.id, now=pg.now()) is CancelResult.CANCELLED
+        await worker_store.wait_for_work(0)
+        waiter = asyncio.create_task(worker_store.wait_for_work(10.0))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        assert await pg.retry(job.id, now=pg.now())
+        await asyncio.wait_for(waiter, 2.0)
+    finally:
+        await worker_store.close()

@@ -97,10 +97,10 @@ class PostgresStore:
       between the database's ``clock_timestamp()`` and the local monotonic clock is
       measured at :meth:`open` and again at every :meth:`heartbeat`. Leases and cron ticks
       computed from it agree across hosts whose own clocks disagree.
-    * **Wake-ups.** Work that becomes claimable sends a ``NOTIFY``: a statement trigger
-      on inserts into ``jobs`` (one per statement, so a COPY of 10,000 jobs sends one,
-      and an enqueue in the caller's transaction notifies when it commits), and the
-      statements that release, pause or resume jobs. Ending a job notifies nobody. A
+    * **Wake-ups.** Work that becomes claimable sends a ``NOTIFY`` from the transaction
+      that makes it so: one per enqueue call (a COPY of 10,000 jobs sends one; an enqueue
+      in the caller's transaction notifies when the caller commits), and from the
+      statements that retry, release, pause or resume jobs. Ending a job notifies nobody. A
       dedicated ``LISTEN`` connection, opened by the first claim or wait (a process that
       only enqueues never opens one), wakes :meth:`wait_for_work`; polling stays as the
       fallback (while LISTEN is down, waits are capped at ``poll_interval``).

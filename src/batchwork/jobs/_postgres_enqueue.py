@@ -106,6 +106,8 @@ async def insert_all(
         else:
             for job_id, job in group:
                 out.append(await _insert_checked(db, sql, job_id, job, now))
+    # delivered when the transaction commits, so never for jobs that were rolled back
+    await db.execute(sql.notify())
     return out
 
 

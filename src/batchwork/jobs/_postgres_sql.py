@@ -181,7 +181,10 @@ class Sql:
     def insert_job(self) -> bytes:
         cols = [c for c in INSERT_COLUMNS if c != "id"]
         values = ", ".join("%s::json" if c == "payload" else "%s" for c in cols)
-        return self.q(f"INSERT INTO {self.jobs} ({', '.join(cols)}) VALUES ({values}) RETURNING id")
+        return self.q(
+            f"WITH ins AS (INSERT INTO {self.jobs} ({', '.join(cols)}) VALUES ({values}) "
+            f"RETURNING id) SELECT id, pg_notify('{channel_for(self.schema)}', '') FROM ins"
+        )
 
     def _insert_with_id(self, table: str, tail: str = "") -> bytes:
         values = ", ".join("%s::json" if c == "payload" else "%s" for c in INSERT_COLUMNS)
@@ -536,9 +539,9 @@ class Sql:
             }
         )
         return self.q(
-            f"WITH m AS (DELETE FROM {self.history} WHERE id = %(id)s RETURNING *) "
-            f"INSERT INTO {self.jobs} ({', '.join(ALL_COLUMNS)}) SELECT {moved} FROM m "
-            "RETURNING id"
+            f"WITH m AS (DELETE FROM {self.history} WHERE id = %(id)s RETURNING *), "
+            f"ins AS (INSERT INTO {self.jobs} ({', '.join(ALL_COLUMNS)}) SELECT {moved} FROM m "
+            f"RETURNING id) SELECT id, pg_notify('{channel_for(self.schema)}', '') FROM ins"
         )
 
     def exists_active(self) -> bytes:
