@@ -4,8 +4,9 @@ Protocol (PostgreSQL on loopback, fsync on; each figure the median of ``RUNS`` r
 fresh schema per round; floors and store interleaved so both see the same machine load):
 
 * ``enqueue_one``: ``SINGLE`` jobs, one ``store.enqueue([job])`` call each, in sequence.
-  Floor: one raw single-row ``INSERT`` per call (autocommit) into a table with the same
-  columns and claim index.
+  Floor: one raw single-row ``INSERT`` per call (autocommit) into a minimal job table
+  with a claim index; ``enqueue_one_same_table``: the same statement the store sends,
+  raw, into a copy of the store's own ``jobs`` table (isolates the library's overhead).
 * ``enqueue_many``: ``N`` jobs in one ``store.enqueue`` call. Floor: one raw ``COPY`` of
   ``N`` rows into that table.
 * ``claim_complete``: drain ``N`` jobs at the store level: ``claim(limit=BATCH)`` then one
@@ -154,6 +155,7 @@ async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float
 
     from batchwork.jobs._model import WorkerInfo
     from batchwork.jobs._postgres import PostgresStore
+    from batchwork.jobs._postgres_rows import insert_row
 
     floor: dict[str, float] = {}
     ours: dict[str, float] = {}
@@ -165,15 +167,30 @@ async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float
         try:
             now = store.now()
             jobs = new_jobs(SINGLE, now)
-            raw_time = store_time = 0.0
+            # a second floor: the same INSERT into a copy of the store's own jobs table
+            # (same columns and indexes), which isolates the library's own overhead
+            twin = f'"{raw_schema}".twin_jobs'
+            await conn.execute(
+                f'CREATE TABLE {twin} (LIKE "{store_schema}".jobs INCLUDING ALL)'.encode()
+            )
+            twin_insert = store._sql.insert_job().replace(
+                f'"{store_schema}".jobs'.encode(), twin.encode()
+            )
+            twin_params = insert_row(None, jobs[0], now)[1:]
+
+            async def twin_single() -> None:
+                for _ in range(CHUNK):
+                    await conn.execute(twin_insert, twin_params)
+
+            raw_time = twin_time = store_time = 0.0
             for chunk in range(0, SINGLE, CHUNK):
                 raw_time += await timed(lambda: raw.single(CHUNK, now))
+                twin_time += await timed(twin_single)
                 part = jobs[chunk : chunk + CHUNK]
                 store_time += await timed(lambda: _one_each(store, part, now))  # noqa: B023
-            floor["enqueue_one"], ours["enqueue_one"] = (
-                rate(SINGLE, raw_time),
-                rate(SINGLE, store_time),
-            )
+            floor["enqueue_one"] = rate(SINGLE, raw_time)
+            floor["enqueue_one_same_table"] = rate(SINGLE, twin_time)
+            ours["enqueue_one"] = ours["enqueue_one_same_table"] = rate(SINGLE, store_time)
             many = new_jobs(N, now)
             floor["enqueue_many"] = rate(N, await timed(lambda: raw.copy(N, now)))
             ours["enqueue_many"] = rate(N, await timed(lambda: store.enqueue(many, now=now)))
