@@ -57,6 +57,7 @@ from ._postgres_sql import Sql, channel_for, check_schema
 log = logging.getLogger("batchwork.postgres")
 
 PURGE_CHUNK = 10_000
+_REQUEUED = (JobStatus.PENDING, JobStatus.PAUSED)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -372,12 +373,14 @@ class PostgresStore:
             "hooks": [o.run_exit_hook for o in outcomes],
         }
         leases = {o.lease for o in outcomes}
+        requeue = any(o.status in _REQUEUED for o in outcomes)
+        end = not all(o.status in _REQUEUED for o in outcomes)
         # Only a repeated call pays for the check of what an earlier try already wrote.
         again = not leases.isdisjoint(self._unconfirmed)
 
         async def go(conn: Conn) -> set[int]:
             nonlocal again
-            sql = self._sql.complete(durable=self._durable, again=again)
+            sql = self._sql.complete(durable=self._durable, requeue=requeue, end=end, again=again)
             again = True
             try:
                 return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}

@@ -305,7 +305,13 @@ class Sql:
         )
 
     # -- completions -------------------------------------------------------------------
-    def complete(self, *, durable: bool, again: bool = False) -> bytes:
+    def complete(
+        self, *, durable: bool, requeue: bool = True, end: bool = True, again: bool = False
+    ) -> bytes:
+        """The completion statement; ``requeue``/``end``: whether the batch holds outcomes
+        that put jobs back (pending, paused) / that end them. A part the batch does not
+        need is left out: a join of the outcomes with the worker's running jobs can be a
+        nested loop, quadratic in the batch size."""
         # `j.id = ANY(ids)` makes the plan primary-key lookups whatever the statistics
         # say (joining on `o` alone may scan every running job of the worker).
         fence = (
@@ -328,32 +334,43 @@ class Sql:
             }
         )
         commit = "" if durable else f", {ASYNC_COMMIT}"
-        return self.q(
-            f"WITH o AS (SELECT * FROM {_OUTCOME}), "
-            f"again AS (UPDATE {self.jobs} j SET status = o.status, "
-            "scheduled_for = coalesce(o.retry_at, j.scheduled_for), "
-            "error = CASE WHEN o.status = 'pending' THEN o.error ELSE j.error END, "
-            "duration = o.duration, "
-            "updated_at = o.ended_at, worker_id = NULL, lease = NULL, last_lease = o.lease "
-            f"FROM o WHERE {fence} AND o.status IN ('pending', 'paused') RETURNING j.id), "
-            f"ended AS (DELETE FROM {self.jobs} j USING o WHERE {fence} "
-            "AND o.status NOT IN ('pending', 'paused') "
-            f"RETURNING {ended_cols}, o.status AS o_status, o.result AS o_result, "
-            "o.error AS o_error, o.ended_at AS o_ended_at, o.duration AS o_duration, "
-            "o.lease AS o_lease, o.hook AS o_hook), "
-            f"moved AS (INSERT INTO {self.history} ({', '.join(ALL_COLUMNS)}) "
-            f"SELECT {moved} FROM ended m RETURNING id) "
+        ctes = [f"o AS (SELECT * FROM {_OUTCOME})"]
+        selects = []
+        if requeue:
+            ctes.append(
+                f"again AS (UPDATE {self.jobs} j SET status = o.status, "
+                "scheduled_for = coalesce(o.retry_at, j.scheduled_for), "
+                "error = CASE WHEN o.status = 'pending' THEN o.error ELSE j.error END, "
+                "duration = o.duration, updated_at = o.ended_at, worker_id = NULL, "
+                f"lease = NULL, last_lease = o.lease FROM o WHERE {fence} "
+                "AND o.status IN ('pending', 'paused') RETURNING j.id)"
+            )
             # a paused job (or a retry) is claimable again: wake the idle workers
-            f"SELECT id{commit}, pg_notify('{channel_for(self.schema)}', '')::text FROM again "
-            f"UNION ALL SELECT id{commit}, '' FROM moved"
-            + (self._already_written(commit) if again else "")
-        )
+            selects.append(
+                f"SELECT id{commit}, pg_notify('{channel_for(self.schema)}', '')::text FROM again"
+            )
+        if end:
+            ctes.append(
+                f"ended AS (DELETE FROM {self.jobs} j USING o WHERE {fence} "
+                "AND o.status NOT IN ('pending', 'paused') "
+                f"RETURNING {ended_cols}, o.status AS o_status, o.result AS o_result, "
+                "o.error AS o_error, o.ended_at AS o_ended_at, o.duration AS o_duration, "
+                "o.lease AS o_lease, o.hook AS o_hook)"
+            )
+            ctes.append(
+                f"moved AS (INSERT INTO {self.history} ({', '.join(ALL_COLUMNS)}) "
+                f"SELECT {moved} FROM ended m RETURNING id)"
+            )
+            selects.append(f"SELECT id{commit}, '' FROM moved")
+        if again or not selects:
+            selects.append(self._already_written(commit))
+        return self.q("WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects))
 
     def _already_written(self, commit: str) -> str:
         # Outcomes an earlier try of this very call wrote before its reply was lost: the
         # same lease, status and end time (a different outcome for that lease is refused).
         return (
-            f" UNION ALL SELECT h.id{commit}, '' FROM {self.history} h JOIN o ON h.id = o.id "
+            f"SELECT h.id{commit}, '' FROM {self.history} h JOIN o ON h.id = o.id "
             "AND h.last_lease = o.lease AND h.status = o.status AND h.ended_at = o.ended_at "
             "WHERE h.id = ANY(%(ids)b::bigint[]) AND h.worker_id = %(worker)s "
             f"UNION ALL SELECT j.id{commit}, '' FROM {self.jobs} j JOIN o ON j.id = o.id "
