@@ -45,10 +45,12 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
     )
 
 
-async def call_maybe_async(fn: Callable[[], Any], *, executor: Executor | None = None) -> Any:
-    """Await ``fn()`` if it is async, else run it in ``executor`` (a thread) and await
-    whatever awaitable it returns."""
-    if is_async_callable(fn):
+async def call_maybe_async(
+    fn: Callable[[], Any], *, executor: Executor | None = None, is_async: bool | None = None
+) -> Any:
+    """Await ``fn()`` if it is async (``is_async``: when known beforehand), else run it in
+    ``executor`` (a thread) and await whatever awaitable it returns."""
+    if is_async_callable(fn) if is_async is None else is_async:
         return await fn()
     loop = asyncio.get_running_loop()
     # Threads do not inherit context variables by themselves; handlers may rely on them.
@@ -76,6 +78,7 @@ class Execution:
         "_grace",
         "_grace_timer",
         "_hard_stopped",
+        "_is_async",
         "_loop",
         "_on_abandon",
         "_runtime_timer",
@@ -94,8 +97,10 @@ class Execution:
         grace: float,
         executor: Executor | None = None,
         on_abandon: Callable[[RunReport], None] | None = None,
+        is_async: bool | None = None,
     ) -> None:
         self._call = call
+        self._is_async = is_async
         self.signal = signal
         self.max_runtime = max_runtime
         self._grace = grace
@@ -124,7 +129,9 @@ class Execution:
         if self.signal.cancelled:  # set before the run started (e.g. at shutdown)
             self._grace_timer = self._loop.call_later(self._grace, self._hard_stop)
         try:
-            value = await call_maybe_async(self._call, executor=self._executor)
+            value = await call_maybe_async(
+                self._call, executor=self._executor, is_async=self._is_async
+            )
         except asyncio.CancelledError:
             if not self._hard_stopped:
                 raise

@@ -20,7 +20,15 @@ from batchwork._batcher import Batcher
 
 from ._model import Claimed, JobStatus, Outcome
 from ._policy import Decision, RunEnd, RunReport, decide, unknown_job_error
-from ._runner import Execution, definition_for, ended_record, handler_call, run_exit_hook
+from ._runner import (
+    Definition,
+    Execution,
+    definition_for,
+    ended_record,
+    handler_call,
+    is_async_callable,
+    run_exit_hook,
+)
 from ._signal import Signal, SignalReason
 
 if TYPE_CHECKING:
@@ -34,9 +42,10 @@ _MAX_BATCH = 1000
 @dataclass(slots=True, eq=False)
 class _Active:
     claimed: Claimed
+    definition: Definition | None
     execution: Execution | None
     started: float
-    done: asyncio.Future[None]
+    task: asyncio.Task[None] | None = None
     lost: bool = False
     ended: bool = False
 
@@ -65,6 +74,8 @@ class RunningJobs:
     _completions: Batcher[Outcome, bool] | None = None
     _hooks_done: Batcher[int, None] | None = None
     _finishers: set[asyncio.Task[None]] = field(default_factory=set)
+    _idle: asyncio.Event | None = None
+    _is_async: dict[Any, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="batchwork-job")
@@ -83,25 +94,32 @@ class RunningJobs:
     # -- control -------------------------------------------------------------------
     def start(self, claimed: Claimed) -> None:
         """Start one claimed job now (a claim is a start)."""
-        loop = asyncio.get_running_loop()
         job = claimed.job
         definition = definition_for(job, self.processor.jobs, self.processor.cron_defs)
-        execution = None
+        active = _Active(claimed, definition, None, asyncio.get_running_loop().time())
         if definition is not None:
             signal = Signal()
-            execution = Execution(
+            active.execution = Execution(
                 handler_call(job, definition, signal),
                 signal=signal,
                 max_runtime=_seconds(definition.max_runtime),
                 grace=self.processor.shutdown_grace,
                 executor=self._executor,
                 on_abandon=lambda report: self._abandoned(active, report),
+                is_async=self._handler_is_async(definition.handler),
             )
-        active = _Active(claimed, execution, loop.time(), loop.create_future())
         self.active[job.id] = active
         self.busy += 1
-        task = asyncio.ensure_future(self._run(active))
-        task.add_done_callback(_log_crash(self.logger, job.id))
+        active.task = asyncio.ensure_future(self._run(active))
+
+    def _handler_is_async(self, handler: Any) -> bool:
+        try:
+            known = self._is_async.get(handler)
+        except TypeError:  # an unhashable callable object: no caching
+            return is_async_callable(handler)
+        if known is None:
+            known = self._is_async[handler] = is_async_callable(handler)
+        return known
 
     def stop(self, job_id: int, reason: SignalReason) -> None:
         """Signal one running job (no-op for a job this worker does not run)."""
@@ -118,8 +136,11 @@ class RunningJobs:
 
     async def wait_all(self) -> None:
         """Wait until every started job has ended (written, hook run)."""
-        while futures := [a.done for a in self.active.values()]:
-            await asyncio.wait(futures)
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        while self.active:
+            self._idle.clear()
+            await self._idle.wait()
 
     async def close(self) -> None:
         """Flush pending writes, then release the threads (stuck handler threads are
@@ -133,15 +154,17 @@ class RunningJobs:
 
     # -- one job -------------------------------------------------------------------
     async def _run(self, active: _Active) -> None:
-        if active.execution is None:
-            known = [*self.processor.jobs, *self.processor.cron_defs]
-            report = RunReport(
-                RunEnd.NO_HANDLER, value=unknown_job_error(active.claimed.job.name, known)
-            )
-        else:
-            report = await active.execution.run()
-        if not active.ended:  # else it was abandoned and already ended
-            await self._end(active, report)
+        try:
+            if active.execution is None:
+                known = [*self.processor.jobs, *self.processor.cron_defs]
+                name = active.claimed.job.name
+                report = RunReport(RunEnd.NO_HANDLER, value=unknown_job_error(name, known))
+            else:
+                report = await active.execution.run()
+            if not active.ended:  # else it was abandoned and already ended
+                await self._end(active, report)
+        except Exception:
+            self.logger.exception("job %s: the worker failed to end it", active.claimed.job.id)
 
     def _abandoned(self, active: _Active, report: RunReport) -> None:
         self.logger.error(
@@ -162,15 +185,15 @@ class RunningJobs:
             await self._finish(active, report, loop.time() - active.started)
         finally:
             self.active.pop(active.claimed.job.id, None)
-            if not active.done.done():
-                active.done.set_result(None)
             self.processor._job_changed()
             if not self.active:
                 self.on_slot_freed()  # a burst worker may now see that all is done
+                if self._idle is not None:
+                    self._idle.set()
 
     async def _finish(self, active: _Active, report: RunReport, duration: float) -> None:
         job = active.claimed.job
-        definition = definition_for(job, self.processor.jobs, self.processor.cron_defs)
+        definition = active.definition
         now = self.now()
         decision = decide(
             report,
@@ -249,11 +272,3 @@ def _outcome_id(outcome: Outcome) -> int:
 
 def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _log_crash(logger: logging.Logger, job_id: int) -> Callable[[asyncio.Task[None]], None]:
-    def check(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("job %s: the worker failed to end it", job_id, exc_info=task.exception())
-
-    return check
