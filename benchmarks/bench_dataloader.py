@@ -10,6 +10,10 @@ that answers ``2 * key``. Three caller shapes, each with a fresh loader per roun
 * ``waves``: 100 resolver-like waves of 1,000 ``load`` calls, each wave gathered, the
   cache kept between waves (later waves are mostly cache hits).
 
+``gather_floor_one_future_per_load_us`` is what the ``gather`` shape costs with nothing
+but one future per load (see `time_one_future_per_load`): our floor there, since every
+caller gets its own future.
+
 Each shape runs with ``cache=True`` and ``cache=False`` (in-flight dedupe only; for
 aiodataloader, whose dedupe *is* its cache, ``cache=False`` loads duplicates again).
 
@@ -124,6 +128,39 @@ def time_loader(make: Callable[[bool], Any], shape: Shape, cache: bool) -> float
     return best_of(lambda: asyncio.run(once()))
 
 
+def time_one_future_per_load() -> float:
+    """Floor of the ``gather`` shape when every caller gets a future of its own.
+
+    One future per load, resolved key by key in a later callback, all gathered: the least
+    any loader that never shares a future between callers can cost. aiodataloader hands
+    equal keys the same future, and ``gather`` waits on each distinct future once, so in
+    the ``gather`` shapes it waits on 10,000 futures where a per-caller loader waits on
+    100,000.
+    """
+    keys = workload()
+
+    async def once() -> float:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        by_key: dict[int, list[asyncio.Future[int]]] = {}
+        futures = []
+        for key in keys:
+            future: asyncio.Future[int] = loop.create_future()
+            by_key.setdefault(key, []).append(future)
+            futures.append(future)
+
+        def resolve() -> None:
+            for key, waiting in by_key.items():
+                for future in waiting:
+                    future.set_result(2 * key)
+
+        loop.call_soon(resolve)
+        await asyncio.gather(*futures)
+        return time.perf_counter() - start
+
+    return best_of(lambda: asyncio.run(once()))
+
+
 def dataloader_results() -> dict[str, Any]:
     results: dict[str, Any] = {}
     for cache in (True, False):
@@ -210,6 +247,7 @@ def main() -> None:
         "max_size": MAX_SIZE,
         "rounds": ROUNDS,
         "dataloader_vs_aiodataloader": dataloader_results(),
+        "gather_floor_one_future_per_load_us": round(time_one_future_per_load() / LOADS * 1e6, 3),
         "sync_batcher_8_threads": sync_results(),
     }
     print(json.dumps(report, indent=2))

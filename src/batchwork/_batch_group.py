@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ._flush import FlushReason, decide
@@ -69,6 +69,27 @@ class Many:
                 self.fut.set_exception(self.results[self.first_error])
             else:
                 self.fut.set_result(self.results)
+
+    def settle_run(self, start: int, outcomes: Sequence[Any]) -> int:
+        """Record the outcomes of the items at ``start``, ``start + 1``, ... at once (a
+        batch that holds a run of this call's items); return how many are exceptions."""
+        failed = 0
+        for offset, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException):
+                if not failed and start + offset < self.first_error:
+                    self.first_error = start + offset
+                failed += 1
+        if self.fut.done():
+            return failed
+        count = len(outcomes)
+        self.results[start : start + count] = outcomes
+        self.left -= count
+        if self.left == 0:
+            if self.first_error < len(self.results) and not self.return_exceptions:
+                self.fut.set_exception(self.results[self.first_error])
+            else:
+                self.fut.set_result(self.results)
+        return failed
 
 
 class Batch:

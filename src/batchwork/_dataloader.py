@@ -22,18 +22,17 @@ from ._perloop import PerLoop
 K = TypeVar("K")
 V = TypeVar("V")
 
+_MISSING: Any = object()
+
 
 class _Load(Generic[K, V]):
     """One cache key in flight: the first original key and everyone waiting for it."""
 
-    __slots__ = ("cache_key", "key", "loop_state", "waiters")
+    __slots__ = ("cache_key", "key", "waiters")
 
-    def __init__(
-        self, key: K, cache_key: Hashable, loop_state: _LoopState[K, V], first: asyncio.Future[V]
-    ) -> None:
+    def __init__(self, key: K, cache_key: Hashable, first: asyncio.Future[V]) -> None:
         self.key = key
         self.cache_key = cache_key
-        self.loop_state = loop_state
         self.waiters = [first]
 
 
@@ -142,14 +141,17 @@ class DataLoader(Generic[K, V]):
             user = await users.load(42)
             a, b = await asyncio.gather(users.load(1), users.load(2))  # one batch
         """
+        # The hot path of a resolver: a cache hit should cost little more than the
+        # resolved future it returns, so the common case is spelled out inline.
         cache_key = key if self._cache_key is None else self._cache_key(key)
-        state, loop = self._state()
+        loop = asyncio.get_running_loop()
+        current = self._current
+        state = current[0] if current is not None and current[1] is loop else self._state()[0]
         if self._cache:
-            try:
-                value = self._cache_map[cache_key]
-            except KeyError:
-                pass
-            else:
+            # get() rather than [] and KeyError: a miss raises nothing, and a mapping
+            # with __missing__ (a defaultdict) cannot invent values.
+            value = self._cache_map.get(cache_key, _MISSING)
+            if value is not _MISSING:
                 future: asyncio.Future[V] = loop.create_future()
                 future.set_result(value)
                 return future
@@ -186,12 +188,11 @@ class DataLoader(Generic[K, V]):
             future = ours.get(cache_key)
             if future is None:
                 if cache_map is not None:
-                    try:
-                        slots.append(cache_map[cache_key])
+                    value = cache_map.get(cache_key, _MISSING)
+                    if value is not _MISSING:
+                        slots.append(value)
                         loaded.append(False)
                         continue
-                    except KeyError:
-                        pass
                 future = ours[cache_key] = self._enqueue(state, loop, key, cache_key)
             slots.append(future)
             loaded.append(True)
@@ -267,7 +268,7 @@ class DataLoader(Generic[K, V]):
         if load is not None:
             load.waiters.append(future)
             return future
-        load = _Load(key, cache_key, state, future)
+        load = _Load(key, cache_key, future)
         state.in_flight[cache_key] = load
         queued = state.queued
         queued.append(load)
@@ -302,34 +303,33 @@ class DataLoader(Generic[K, V]):
             outcomes = await state.batcher.submit_many(loads, return_exceptions=True)
         except Exception as exc:  # the batch could not even be handed over
             outcomes = [exc] * len(loads)
-        deliver = self._deliver
+        # Delivered inline, not by a method call per key: this runs for every key loaded.
+        cache_map = self._cache_map if self._cache else None
+        in_flight = state.in_flight
         for load, outcome in zip(loads, outcomes, strict=True):
-            deliver(load, outcome)
+            cache_key = load.cache_key
+            # A load detached by clear() must neither fill the cache nor evict a newer value.
+            current = in_flight.get(cache_key) is load
+            if current:
+                del in_flight[cache_key]
+            if isinstance(outcome, BaseException):
+                if current:
+                    self._cache_map.pop(cache_key, None)
+                for future in load.waiters:
+                    if not future.done():
+                        future.set_exception(outcome)
+                continue
+            if current and cache_map is not None:
+                cache_map[cache_key] = outcome
+            for future in load.waiters:
+                if not future.done():
+                    future.set_result(outcome)
 
     async def _run_batch(self, loads: list[_Load[K, V]]) -> Sequence[V | BaseException]:
         values = self._load_fn([load.key for load in loads])
         if inspect.isawaitable(values):
             return await values
         return values
-
-    def _deliver(self, load: _Load[K, V], outcome: V | BaseException) -> None:
-        in_flight = load.loop_state.in_flight
-        # A load detached by clear() must neither fill the cache nor evict a newer value.
-        current = in_flight.get(load.cache_key) is load
-        if current:
-            del in_flight[load.cache_key]
-        if isinstance(outcome, BaseException):
-            if current:
-                self._cache_map.pop(load.cache_key, None)
-            for future in load.waiters:
-                if not future.done():
-                    future.set_exception(outcome)
-            return
-        if current and self._cache:
-            self._cache_map[load.cache_key] = outcome
-        for future in load.waiters:
-            if not future.done():
-                future.set_result(outcome)
 
 
 async def _settled(futures: Iterable[asyncio.Future[Any]]) -> None:

@@ -238,6 +238,19 @@ async def test_submit_many_keeps_order_and_raises_the_first_failure() -> None:
     await batcher.close()
 
 
+async def test_submit_many_raises_the_first_failure_by_position_not_by_time() -> None:
+    async def fn(items: list[int]) -> list[int | BaseException]:
+        if 0 in items:
+            await asyncio.sleep(1.0)  # the batch holding the earlier failure ends last
+        return [ValueError(item) if item in (1, 2) else item for item in items]
+
+    batcher = Batcher(fn, max_size=2, max_wait=0, max_concurrency=2)
+    with pytest.raises(ValueError, match="1"):
+        await batcher.submit_many(range(4))
+    assert batcher.stats.item_errors == 2
+    await batcher.close()
+
+
 # -- timeout and retry ---------------------------------------------------------------------
 
 

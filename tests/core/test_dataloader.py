@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from typing import Any, assert_type
 
@@ -263,6 +264,17 @@ async def test_lru_cache_as_cache_map() -> None:
     await loader.load(3)  # evicts 1
     await loader.load(1)
     assert source.calls == [[1, 2], [3], [1]]
+
+
+@virtual_time
+async def test_a_cache_map_with_defaults_never_invents_values() -> None:
+    source = Source()
+    cache: defaultdict[int, str] = defaultdict(lambda: "invented")
+    loader = DataLoader(source, cache_map=cache)
+    assert await loader.load(1) == "v1"
+    assert await loader.load_many([1, 2]) == ["v1", "v2"]
+    assert source.calls == [[1], [2]]
+    assert dict(cache) == {1: "v1", 2: "v2"}
 
 
 @virtual_time
