@@ -468,7 +468,10 @@ class Batcher(Generic[T, R]):
                     finally:
                         batch.in_call = False
                     error = None
-                    outcomes, error = self._route(raw, items, settings)
+                    if type(raw) is list and len(raw) == len(items) and settings.id_of is None:
+                        outcomes = raw  # the common shape, checked here to save a call
+                    else:
+                        outcomes, error = self._route(raw, items, settings)
                     break
                 awaiting = self._answers.settle(batch, outcomes, error)
                 self._answers.report(group, batch, attempts, started, error)
