@@ -50,6 +50,17 @@ class Answers:
             return self.fail_all(entries, error)
         if batch.puts:
             return self._settle_with_puts(entries, outcomes)
+        if len(entries) == 1 and entries[0][SINK] is None:
+            # One submit caller (a next-tick round trip): no loop, no call.
+            fut = entries[0][FUT]
+            outcome = outcomes[0]
+            if isinstance(outcome, BaseException):
+                self.counters.item_errors += 1
+                if not fut.done():
+                    set_exception(fut, outcome)
+            elif not fut.done():
+                fut.set_result(outcome)
+            return NOTHING
         self._settle_callers(entries, outcomes)
         return NOTHING
 
