@@ -275,13 +275,17 @@ def dump_json(value: Any, *, what: str = "payload") -> str:
     """
     try:
         _check_keys(value)
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_refuse)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"{what} is not strict JSON: {exc}") from exc
 
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_refuse)
 
 
 def _check_keys(value: Any) -> None:
