@@ -8,33 +8,20 @@ prepares the frequent ones on each connection. The tables are described in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-# Every column of ``jobs`` and ``job_history`` (the two tables have the same columns).
+from ._model import Job
+
+# The columns a Job record is built from, in the order of its fields.
+JOB_COLUMNS = [
+    f"{field.name}::text" if field.name in ("payload", "result") else field.name
+    for field in fields(Job)
+]
+
+# Every column of ``jobs`` and ``job_history`` (the two tables have the same columns): the
+# record's, then the store's own bookkeeping.
 ALL_COLUMNS = [
-    "id",
-    "name",
-    "type",
-    "status",
-    "payload",
-    "result",
-    "error",
-    "attempts",
-    "tag",
-    "priority",
-    "worker_id",
-    "conflict_id",
-    "scheduled_for",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "updated_at",
-    "duration",
-    "unique_key",
-    "resumable",
-    "max_crashes",
-    "crashes",
-    "cancel_requested",
+    *(field.name for field in fields(Job)),
     "lease",
     "last_lease",
     "prev_status",
@@ -42,33 +29,6 @@ ALL_COLUMNS = [
     "claimed_at",
     "exit_hook",
     "exit_worker_id",
-]
-
-# The columns a Job record is built from, in the order of its fields.
-JOB_COLUMNS = [
-    "id",
-    "name",
-    "type",
-    "status",
-    "payload::text",
-    "result::text",
-    "error",
-    "attempts",
-    "tag",
-    "priority",
-    "worker_id",
-    "conflict_id",
-    "scheduled_for",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "updated_at",
-    "duration",
-    "unique_key",
-    "resumable",
-    "max_crashes",
-    "crashes",
-    "cancel_requested",
 ]
 
 # Columns an enqueue writes; the rest take their defaults.
