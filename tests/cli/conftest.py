@@ -9,11 +9,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from uuid import uuid4
 
 import pytest
 
@@ -74,32 +73,6 @@ def cli(tmp_path: Path) -> Cli:
     env = {**os.environ, "BATCHWORK_TEST_DB": str(db), "PYTHONUNBUFFERED": "1"}
     env.pop("COLUMNS", None)
     return Cli(db, env)
-
-
-POSTGRES_DSN_VARIABLE = "BATCHWORK_TEST_POSTGRES_DSN"
-
-
-def _backends() -> list[str]:
-    # The same rule as the jobs suite: PostgreSQL too whenever its DSN is configured.
-    return ["sqlite", "postgres"] if os.environ.get(POSTGRES_DSN_VARIABLE) else ["sqlite"]
-
-
-@pytest.fixture(params=_backends())
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store of each backend: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'url.db'}"
-        return
-    import psycopg
-
-    dsn = os.environ[POSTGRES_DSN_VARIABLE]
-    schema = f"bw_cli_{uuid4().hex[:10]}"
-    separator = "&" if "?" in dsn else "?"
-    try:
-        yield f"{dsn}{separator}schema={schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def wait_until(condition: Callable[[], T | None], timeout: float = 20.0, every: float = 0.1) -> T:

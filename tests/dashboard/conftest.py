@@ -6,11 +6,8 @@ is set (``make test`` and CI set it).
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-from uuid import uuid4
 
 import httpx
 import pytest
@@ -47,30 +44,10 @@ async def seed(processor: JobProcessor) -> Seeded:
     return Seeded(finished.id, errored.id, pending, script)
 
 
-POSTGRES_DSN_VARIABLE = "BATCHWORK_TEST_POSTGRES_DSN"
-
-
-def _backends() -> list[str]:
-    # The same rule as the jobs suite: PostgreSQL too whenever its DSN is configured.
-    return ["sqlite", "postgres"] if os.environ.get(POSTGRES_DSN_VARIABLE) else ["sqlite"]
-
-
-@pytest.fixture(params=_backends())
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store of each backend: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    import psycopg
-
-    dsn = os.environ[POSTGRES_DSN_VARIABLE]
-    schema = f"bw_dash_{uuid4().hex[:10]}"
-    separator = "&" if "?" in dsn else "?"
-    try:
-        yield f"{dsn}{separator}schema={schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+@pytest.fixture
+def db_url(store_url: str) -> str:
+    """An empty store of each backend (``store_url`` from the shared conftest)."""
+    return store_url
 
 
 @pytest.fixture

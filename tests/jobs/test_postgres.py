@@ -22,8 +22,8 @@ from batchwork.jobs._model import CancelResult, JobStatus, NewJob
 from batchwork.jobs._postgres import PostgresStore, _migrations
 from batchwork.jobs._store import store_from_url
 
+from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
 from .clock import ManualClock
-from .conftest import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
 from .store_helpers import new_job, outcome, worker
 
 # PostgreSQL tests run in CI and never skip: without the variable, use the loopback server.

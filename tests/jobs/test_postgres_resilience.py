@@ -17,8 +17,8 @@ from batchwork.errors import StoreError
 from batchwork.jobs._model import JobStatus
 from batchwork.jobs._postgres import PostgresStore
 
+from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
 from .clock import ManualClock
-from .conftest import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
 from .store_helpers import new_job, outcome, worker
 
 DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
