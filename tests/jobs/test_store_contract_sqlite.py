@@ -1,4 +1,4 @@
-"""What only the SQLite store promises: URLs, pragmas, migrations, the transition trigger,
+"""What only the SQLite store promises: URLs, pragmas, migrations, the transition guards,
 error mapping, group commit and the claim index."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from batchwork.errors import StoreError
-from batchwork.jobs._model import ALLOWED_TRANSITIONS, JobStatus, NewJob
+from batchwork.jobs import _sqlite_batch as batch
+from batchwork.jobs._model import JobStatus, NewJob, WorkerInfo
 from batchwork.jobs._sqlite import SQLiteStore, SQLiteStoreStats
 from batchwork.jobs._sqlite_ops import due_jobs_sql
 from batchwork.jobs._sqlite_schema import migrations, split_statements
@@ -119,31 +120,39 @@ def test_sqlite_migration_scripts_split_into_statements() -> None:
         split_statements("CREATE TABLE a (x)")
 
 
-async def test_sqlite_transition_table_matches_the_model(tmp_path: Path) -> None:
+async def test_sqlite_schema_has_no_transition_trigger(tmp_path: Path) -> None:
+    # Migration 2 dropped the trigger (and its table): the statements' guards do its job.
     store = SQLiteStore(url_of(tmp_path / "jobs.db"))
     await store.open()
     await store.close()
     with sqlite3.connect(tmp_path / "jobs.db") as conn:
-        stored = set(conn.execute("SELECT old, new FROM batchwork_transitions"))
-    expected = {(old.value, new.value) for old, news in ALLOWED_TRANSITIONS.items() for new in news}
-    assert stored == expected
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "batchwork_jobs_transition" not in names
+    assert "batchwork_transitions" not in names
 
 
-async def test_sqlite_trigger_refuses_an_illegal_transition(
+async def test_sqlite_complete_writes_only_what_a_run_may_end_as(
     tmp_path: Path, clock: ManualClock
 ) -> None:
+    # A forged outcome document (past the Python check) naming a status a run cannot end
+    # as is fenced off in SQL: nothing is written.
     path = tmp_path / "jobs.db"
     store = SQLiteStore(url_of(path))
     await store.open()
     try:
         [job_id] = await add(store, clock, new_job(clock.now()))
+        now = clock.now()
+        await store.register_worker(WorkerInfo("w", "host", 1, None, 1, 30.0, now, now))
+        [claimed] = await store.claim("w", tags=None, limit=1, now=now)
+        forged = json.dumps(
+            [[job_id, claimed.lease, "skipped", "end", "null", None, 1, 0.0, None, "due", None]]
+        )
+        writer, _ = store._threads()
+        written = await writer.call(lambda conn: batch.complete(conn, "w", forged), write=True)
+        assert written == []
+        assert (await store.get(job_id)).status is JobStatus.RUNNING
     finally:
         await store.close()
-    with sqlite3.connect(path) as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="illegal job status transition"):
-            conn.execute("UPDATE batchwork_jobs SET status = 'finished' WHERE id = ?", (job_id,))
-        conn.execute("UPDATE batchwork_jobs SET priority = 3 WHERE id = ?", (job_id,))
-        conn.execute("UPDATE batchwork_jobs SET status = 'cancelled' WHERE id = ?", (job_id,))
 
 
 async def test_sqlite_driver_errors_become_store_errors(tmp_path: Path) -> None:

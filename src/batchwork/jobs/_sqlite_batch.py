@@ -23,6 +23,8 @@ from ._sqlite_ops import claim_update, row_to_job
 from ._sqlite_schema import to_us
 
 _FROM_RUNNING = ALLOWED_TRANSITIONS[JobStatus.RUNNING]
+# What a run may end as, checked in SQL too: no document can write another status.
+_FROM_RUNNING_SQL = "(" + ", ".join(f"'{status.value}'" for status in sorted(_FROM_RUNNING)) + ")"
 
 # JOB_COLUMNS as one JSON array per row; payload and result embedded as JSON values.
 _JSON_ROW = (
@@ -114,6 +116,7 @@ _OUTCOMES = (
 _FENCE = (
     "batchwork_jobs.id = o.o_id AND batchwork_jobs.worker_id = ?"
     " AND batchwork_jobs.lease = o.o_lease AND +batchwork_jobs.status = 'running'"
+    f" AND o.o_status IN {_FROM_RUNNING_SQL}"
 )
 _WRITABLE = (
     f"{_OUTCOMES} SELECT json_group_array(batchwork_jobs.id) FROM o JOIN batchwork_jobs ON {_FENCE}"
