@@ -54,6 +54,9 @@ class Decision:
     write: bool = True
 
 
+_FINISHED_NULL = Decision(JobStatus.FINISHED, result_json="null")
+
+
 def retry_delay(attempt: int, backoff: float, *, rng: random.Random | None = None) -> float:
     """Seconds before retrying after failed attempt number ``attempt`` (1 = the first run).
 
@@ -110,6 +113,8 @@ def decide(
                retries=0, backoff=1.0, now=now).status  # JobStatus.FINISHED
     """
     reason = report.reason
+    if reason is None and report.end is RunEnd.RETURNED and report.value is None:
+        return _FINISHED_NULL  # the common case, checked first
     if report.end is RunEnd.NO_HANDLER:
         return Decision(JobStatus.ERRORED, error=str(report.value))
     if reason == "lease_lost":

@@ -173,9 +173,12 @@ class Execution:
             self._task.uncancel()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._runtime_timer, self._grace_timer, self._abandon_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._runtime_timer is not None:
+            self._runtime_timer.cancel()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        if self._abandon_timer is not None:
+            self._abandon_timer.cancel()
 
 
 async def run_exit_hook(

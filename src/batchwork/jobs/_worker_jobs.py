@@ -8,6 +8,7 @@ busy worker writes hundreds of ends per transaction and an idle one writes each 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -96,7 +97,8 @@ class RunningJobs:
         """Start one claimed job now (a claim is a start)."""
         job = claimed.job
         definition = definition_for(job, self.processor.jobs, self.processor.cron_defs)
-        active = _Active(claimed, definition, None, asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        active = _Active(claimed, definition, None, loop.time())
         if definition is not None:
             signal = Signal()
             active.execution = Execution(
@@ -105,12 +107,12 @@ class RunningJobs:
                 max_runtime=_seconds(definition.max_runtime),
                 grace=self.processor.shutdown_grace,
                 executor=self._executor,
-                on_abandon=lambda report: self._abandoned(active, report),
+                on_abandon=functools.partial(self._abandoned, active),
                 is_async=self._handler_is_async(definition.handler),
             )
         self.active[job.id] = active
         self.busy += 1
-        active.task = asyncio.ensure_future(self._run(active))
+        active.task = loop.create_task(self._run(active))
 
     def _handler_is_async(self, handler: Any) -> bool:
         try:
