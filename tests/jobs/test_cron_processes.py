@@ -24,8 +24,10 @@ from batchwork.jobs._store import store_from_url
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, os, sys, time
+    import asyncio, faulthandler, os, signal, sys, time
     from batchwork.jobs import JobProcessor
+
+    faulthandler.register(signal.SIGUSR1)  # the test asks for every stack if a stop hangs
 
     url, runs = sys.argv[1], sys.argv[2]
     processor = JobProcessor(url, heartbeat_interval=0.2, lease_timeout=1.0, shutdown_grace=1.0)
@@ -56,8 +58,10 @@ def stop(process: subprocess.Popen[bytes]) -> bytes:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
-        _, err = process.communicate(timeout=20)
+        _, err = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1)
         process.kill()
         _, err = process.communicate()
     return err
