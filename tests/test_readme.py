@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import ast
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+from .examples import ROOT, fenced
+
+BLOCKS = fenced(ROOT / "README.md", "python")
 
 
 def test_every_python_block_parses() -> None:

@@ -4,35 +4,24 @@ example file verbatim, and every snippet in the guide at least compiles and impo
 from __future__ import annotations
 
 import ast
-import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import batchwork
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..examples import ROOT, run_example
+from ..examples import fenced as fenced_in
+
 EXAMPLE = ROOT / "examples" / "batching_tour.py"
 DOC = ROOT / "docs" / "batching.md"
 
 
 def fenced(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+    return fenced_in(DOC, language)
 
 
 def test_the_tour_runs_and_prints_what_the_guide_shows() -> None:
-    # A fresh interpreter, as a reader would run it.
-    package_root = str(Path(batchwork.__file__).parent.parent)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLE)], capture_output=True, text=True, env=env, timeout=60
-    )
+    done = run_example(EXAMPLE)
     assert done.stderr == ""
     assert done.returncode == 0
     assert done.stdout == fenced("text")[0]
