@@ -73,6 +73,7 @@ def test_supervisor_restarts_a_sigkilled_worker_and_stops_gracefully(cli: Cli) -
 
 def test_restart_delay_backs_off_and_caps() -> None:
     assert [restart_delay(n, base=0.5, cap=3) for n in range(5)] == [0.5, 1, 2, 3, 3]
+    assert restart_delay(5_000, base=0.5, cap=3) == 3  # days of crash-looping: no overflow
 
 
 def test_supervisor_keeps_the_count_of_any_command(tmp_path: Path) -> None:

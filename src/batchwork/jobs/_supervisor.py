@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
 
+from batchwork._retry import backoff_delay
+
 __all__ = ["ChildEvent", "Supervisor", "restart_delay"]
 
 
@@ -55,7 +57,8 @@ def restart_delay(quick_failures: int, *, base: float, cap: float) -> float:
         restart_delay(0, base=0.5, cap=30)   # 0.5
         restart_delay(3, base=0.5, cap=30)   # 4.0
     """
-    return float(min(cap, base * 2**quick_failures))
+    # The core's backoff clamps its exponent: a child failing for days never overflows.
+    return backoff_delay(quick_failures + 1, backoff=base, max_backoff=cap, jitter=False)
 
 
 @dataclass
