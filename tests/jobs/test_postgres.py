@@ -199,7 +199,7 @@ async def test_an_enqueue_from_another_connection_wakes_a_waiting_worker(
         await asyncio.sleep(0.2)
         started = time.perf_counter()
         await pg.wait_for_work(10.0)
-        assert time.perf_counter() - started < 0.1
+        assert time.perf_counter() - started < 2.0  # not the 10 s wait
     finally:
         await other.close()
 
