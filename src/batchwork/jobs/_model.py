@@ -172,7 +172,9 @@ class Outcome:
     ``status`` is an ended status, ``PAUSED`` (graceful shutdown of a resumable job), or
     ``PENDING`` (a retry: ``retry_at`` is the new ``scheduled_for``; the error is kept).
     ``run_exit_hook`` marks the job's ``on_exit`` hook as taken by this worker, which runs
-    it right after; otherwise an ended job's hook is left due for any worker.
+    it right after; otherwise an ended job's hook is left due for any worker, unless
+    ``has_exit_hook`` is false (the worker knows the job's definition has no hook), in
+    which case nothing is left due and the store spends no index entry on it.
     """
 
     job_id: int
@@ -184,6 +186,7 @@ class Outcome:
     error: str | None = None
     retry_at: datetime | None = None
     run_exit_hook: bool = False
+    has_exit_hook: bool = True
 
 
 @dataclass(frozen=True, slots=True)
