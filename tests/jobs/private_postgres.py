@@ -59,8 +59,8 @@ def free_port() -> int:
 
 
 class PrivateCluster:
-    """One throw-away PostgreSQL cluster: :meth:`start` it, :meth:`restart` it with a
-    shutdown mode, :meth:`remove` it. ``dsn`` connects over loopback as ``postgres``.
+    """One throw-away PostgreSQL cluster: :meth:`start` it, :meth:`stop` it in a shutdown
+    mode and :meth:`start_again`, :meth:`remove` it. ``dsn`` connects over loopback.
 
     ``listen`` adds addresses to listen on besides 127.0.0.1 and ``trusted`` the networks
     (CIDR) whose clients connect without a password, e.g. other network namespaces.
@@ -76,7 +76,10 @@ class PrivateCluster:
         self.port = 0  # chosen at start
         self._as_server_user = os.geteuid() == 0
         if self._as_server_user:
-            user = pwd.getpwnam(SERVER_USER)
+            try:
+                user = pwd.getpwnam(SERVER_USER)
+            except KeyError:
+                pytest.fail(f"no {SERVER_USER!r} user to run PostgreSQL as (it refuses root)")
             os.chown(self.root, user.pw_uid, user.pw_gid)
 
     @property
@@ -108,8 +111,7 @@ class PrivateCluster:
     def remove(self) -> None:
         """Stop the server if it runs and delete the cluster."""
         if (self.data / "postmaster.pid").exists():
-            with contextlib.suppress(subprocess.CalledProcessError):
-                self._pg_ctl("stop", "-m", "immediate")
+            self._pg_ctl("stop", "-m", "immediate", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def server_log(self) -> str:
