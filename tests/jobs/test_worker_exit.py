@@ -10,21 +10,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from batchwork.jobs import Job, JobProcessor, Signal
 
 
-async def test_run_worker_leaves_no_task_behind(
-    store_url: str, request: pytest.FixtureRequest
-) -> None:
-    if store_url.startswith("postgres"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="run_worker returns with the PostgreSQL pool open (fix: close the store)",
-            )
-        )
+async def test_run_worker_leaves_no_task_behind(store_url: str) -> None:
     processor = JobProcessor(store_url, heartbeat_interval=0.2, lease_timeout=1.0)
 
     @processor.job()

@@ -436,7 +436,8 @@ class JobProcessor:
         poll_interval: float = 1.0,
     ) -> None:
         """Run a worker until SIGTERM/SIGINT or until the calling task is cancelled, then
-        shut down gracefully. ``burst=True``: return once nothing is due or running.
+        shut down gracefully and :meth:`close` this loop's store connections (a later call
+        opens them again). ``burst=True``: return once nothing is due or running.
 
         Example::
 
@@ -450,7 +451,12 @@ class JobProcessor:
             poll_interval=poll_interval,
             handle_signals=True,
         )
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            # A connection pool left open when the loop ends can hang asyncio.run: a pool
+            # task busy connecting swallows the cancellation of the loop's shutdown.
+            await self.close()
 
     @property
     def sync(self) -> SyncJobProcessor:
