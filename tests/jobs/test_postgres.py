@@ -305,6 +305,27 @@ async def test_claims_use_the_ready_index_however_large_the_history(
     assert "Seq Scan" not in plan, plan
 
 
+# -- exit hooks ---------------------------------------------------------------------------
+async def test_a_job_without_an_exit_hook_leaves_none_due(pg: PostgresStore, schema: str) -> None:
+    clock = ManualClock(pg.now())
+    await pg.enqueue([new_job(clock.now(), "task") for _ in range(3)], now=clock.now())
+    await pg.register_worker(worker(clock))
+    hookless, hooked, failed = await pg.claim("w1", tags=None, limit=3, now=clock.now())
+    outcomes = [
+        outcome(hookless, clock, has_exit_hook=False),
+        outcome(hooked, clock),
+        outcome(failed, clock, JobStatus.ERRORED, error="boom", has_exit_hook=False),
+    ]
+    assert await pg.complete("w1", outcomes) == {c.job.id for c in (hookless, hooked, failed)}
+    due = await pg.claim_exit_hooks("w2", names=["task"], limit=10)
+    assert [job.id for job in due] == [hooked.job.id]
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            f'SELECT id, exit_hook FROM "{schema}".job_history ORDER BY id'
+        ).fetchall()
+    assert rows == [(hookless.job.id, None), (hooked.job.id, "taken"), (failed.job.id, None)]
+
+
 # -- migrations ---------------------------------------------------------------------------
 def test_processes_racing_to_migrate_a_fresh_schema_all_succeed(schema: str) -> None:
     url = postgres_url(DSN, schema)

@@ -371,6 +371,7 @@ class PostgresStore:
             "errors": [o.error for o in outcomes],
             "retry": [o.retry_at for o in outcomes],
             "hooks": [o.run_exit_hook for o in outcomes],
+            "has_hooks": [o.has_exit_hook for o in outcomes],
         }
         leases = {o.lease for o in outcomes}
         requeue = any(o.status in _REQUEUED for o in outcomes)
