@@ -249,6 +249,43 @@ async def test_listen_reconnects_after_its_session_is_terminated(
         await store.close()
 
 
+async def test_a_kept_connection_the_server_ended_is_replaced_before_an_enqueue(
+    schema: str,
+) -> None:
+    app = f"bw_kept_{uuid4().hex[:8]}"
+    store = PostgresStore(postgres_url(DSN, schema) + f"&application_name={app}")
+    await store.open()
+    try:
+        await store.enqueue([job_at(store)], now=store.now())  # its connection is kept
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (app,),
+            ).fetchone()
+        assert ended is not None
+        assert ended[0] >= 1
+        await asyncio.sleep(0.2)  # the termination message reaches the socket
+        # an enqueue is never retried: it must get a live connection at once
+        await store.enqueue([job_at(store)], now=store.now())
+        assert len(await store.list_jobs()) == 2
+    finally:
+        await store.close()
+
+
+async def test_concurrent_calls_share_a_pool_of_one(schema: str) -> None:
+    store = PostgresStore(postgres_url(DSN, schema), pool_size=1, connect_timeout=3.0)
+    await store.open()
+    try:
+        ids = await asyncio.gather(
+            *(store.enqueue([job_at(store, payload=i)], now=store.now()) for i in range(30))
+        )
+        jobs = await asyncio.gather(*(store.get(job_id) for [job_id] in ids))  # type: ignore[arg-type]
+        assert sorted(job.payload for job in jobs) == list(range(30))
+    finally:
+        await store.close()
+
+
 # -- database clock -----------------------------------------------------------------------
 async def test_now_is_the_database_clock_and_heartbeats_refresh_it(pg: PostgresStore) -> None:
     async def database_now() -> datetime:

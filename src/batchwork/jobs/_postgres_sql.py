@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 from ._model import Job
 
@@ -139,12 +140,14 @@ class Sql:
     clock = b"SELECT extract(epoch FROM clock_timestamp())::float8"
 
     # -- enqueue -----------------------------------------------------------------------
+    @cached_property
     def insert_job(self) -> bytes:
-        cols = [c for c in INSERT_COLUMNS if c != "id"]
-        values = ", ".join("%s::json" if c == "payload" else "%s" for c in cols)
+        """One plain job (parameters: ``plain_row``), notifying from the same statement."""
         return self.q(
-            f"WITH ins AS (INSERT INTO {self.jobs} ({', '.join(cols)}) VALUES ({values}) "
-            f"RETURNING id) SELECT id, pg_notify('{channel_for(self.schema)}', '') FROM ins"
+            f"INSERT INTO {self.jobs} (name, type, status, payload, tag, priority, "
+            "scheduled_for, created_at, updated_at, resumable, max_crashes, error) "
+            "VALUES (%s, 'job', 'pending', %s::json, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"RETURNING id, pg_notify('{channel_for(self.schema)}', '')"
         )
 
     def _insert_with_id(self, table: str, tail: str = "") -> bytes:
