@@ -104,7 +104,8 @@ async def insert_all(
     if one_statement(jobs):
         return [await _scalar(db, sql.insert_job, plain_row(jobs[0], now))]
     # Ids drawn up front, in order, so a mix of plain and checked jobs keeps the order.
-    ids: list[int] = await _scalar(db, sql.next_ids(), (len(jobs),))
+    first, drawn, _ = await _one(db, sql.next_ids(), (len(jobs),))
+    ids: Sequence[int] = range(first, first + len(jobs)) if drawn is None else drawn
     out: list[int | None] = []
     for plain, run in groupby(zip(ids, jobs, strict=True), key=lambda p: is_plain(p[1])):
         group = list(run)
@@ -115,8 +116,6 @@ async def insert_all(
         else:
             for job_id, job in group:
                 out.append(await _insert_checked(db, sql, job_id, job, now))
-    # delivered when the transaction commits, so never for jobs that were rolled back
-    await db.execute(sql.notify())
     return out
 
 
@@ -186,8 +185,12 @@ async def _row(db: Executor, query: bytes, params: Any = None) -> Any:
     return await (await db.execute(query, params)).fetchone()
 
 
-async def _scalar(db: Executor, query: bytes, params: Any = None) -> Any:
+async def _one(db: Executor, query: bytes, params: Any = None) -> Any:
     row = await _row(db, query, params)
     if row is None:
         raise StoreError("PostgreSQL returned no row where one was expected")
-    return row[0]
+    return row
+
+
+async def _scalar(db: Executor, query: bytes, params: Any = None) -> Any:
+    return (await _one(db, query, params))[0]

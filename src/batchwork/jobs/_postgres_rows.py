@@ -178,19 +178,34 @@ def copy_text(rows: Sequence[tuple[int, NewJob]], now: datetime) -> str:
     """COPY text-format lines for plain jobs, in the order of ``INSERT_COLUMNS``.
 
     Formatting the whole batch in Python and sending it in one write is several times
-    faster than one ``write_row`` call per job.
+    faster than one ``write_row`` call per job; names, tags, errors and times repeat
+    across a batch, so each distinct one is formatted once.
     """
     now_text = now.isoformat()
     stamps: dict[datetime, str] = {now: now_text}
-    lines = []
+    texts: dict[str | None, str] = {None: "\\N"}
+    lines: list[str] = []
+    append = lines.append
     for job_id, job in rows:
         due = stamps.get(job.scheduled_for)
         if due is None:
             due = stamps[job.scheduled_for] = job.scheduled_for.isoformat()
-        lines.append(
-            f"{job_id}\t{_text(job.name)}\tjob\tpending\t{_text(job.payload_json)}\t"
-            f"{_text(job.tag)}\t{job.priority}\t{due}\t{now_text}\t{now_text}\t\\N\t"
-            f"{'t' if job.resumable else 'f'}\t{job.max_crashes}\t{_text(job.error)}\t\\N\t\\N\n"
+        name = texts.get(job.name)
+        if name is None:
+            name = texts[job.name] = _text(job.name)
+        tag = texts.get(job.tag)
+        if tag is None:
+            tag = texts[job.tag] = _text(job.tag)
+        error = texts.get(job.error)
+        if error is None:
+            error = texts[job.error] = _text(job.error)
+        payload = job.payload_json
+        if "\\" in payload or "\t" in payload or "\n" in payload or "\r" in payload:
+            payload = payload.translate(_COPY_ESCAPES)
+        append(
+            f"{job_id}\t{name}\tjob\tpending\t{payload}\t{tag}\t{job.priority}\t{due}\t"
+            f"{now_text}\t{now_text}\t\\N\t{'t' if job.resumable else 'f'}\t{job.max_crashes}\t"
+            f"{error}\t\\N\t\\N\n"
         )
     return "".join(lines)
 

@@ -167,8 +167,14 @@ class Sql:
         return self.q(f"COPY {self.jobs} ({', '.join(INSERT_COLUMNS)}) FROM STDIN")
 
     def next_ids(self) -> bytes:
+        """``%s`` ids drawn in order, as ``(first, None)`` when they are consecutive (the
+        usual case: nothing to send back but the first) or ``(first, all of them)``; and
+        the NOTIFY of the enqueue, delivered if and when its transaction commits."""
         return self.q(
-            f"SELECT array_agg(nextval('{self.s}.job_id_seq')) FROM generate_series(1, %s)"
+            f"WITH s AS (SELECT nextval('{self.s}.job_id_seq') AS i "
+            "FROM generate_series(1, %s)) "
+            "SELECT min(i), CASE WHEN max(i) - min(i) + 1 = count(*) THEN NULL "
+            f"ELSE array_agg(i) END, pg_notify('{channel_for(self.schema)}', '') FROM s"
         )
 
     def active_by_key(self) -> bytes:
