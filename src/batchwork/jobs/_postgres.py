@@ -46,6 +46,7 @@ from ._postgres_rows import (
     check_outcome,
     cron_from_row,
     job_from_row,
+    jobs_from_rows,
     split_url,
     utc,
     worker_from_row,
@@ -330,9 +331,7 @@ class PostgresStore:
             return lease, rows
 
         lease, rows = await self._db.run(self, "claim", go, retry=True)
-        jobs = sorted(
-            (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.scheduled_for, j.id)
-        )
+        jobs = sorted(jobs_from_rows(rows), key=lambda j: (-j.priority, j.scheduled_for, j.id))
         return [Claimed(job, lease) for job in jobs]
 
     async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
@@ -448,7 +447,7 @@ class PostgresStore:
             for name in dead:
                 self._uncertain.pop(name, None)
             return Recovery(
-                crashed=tuple(job_from_row(r) for r in crashed),
+                crashed=tuple(jobs_from_rows(crashed)),
                 resumed=tuple(sorted(r[0] for r in resumed)),
                 dead_workers=tuple(sorted(dead)),
             )
@@ -465,7 +464,7 @@ class PostgresStore:
 
         async def go(conn: Conn) -> list[Job]:
             rows = await (await conn.query(self._sql.claim_exit_hooks(), params)).fetchall()
-            return [job_from_row(r) for r in rows]
+            return jobs_from_rows(rows)
 
         return await self._db.run(self, "claim_exit_hooks", go, retry=False)
 
@@ -574,7 +573,7 @@ class PostgresStore:
         sql = self._sql.list_jobs("WHERE " + " AND ".join(where) if where else "")
 
         async def go(conn: Conn) -> list[Job]:
-            return [job_from_row(r) for r in await (await conn.query(sql, params)).fetchall()]
+            return jobs_from_rows(await (await conn.query(sql, params)).fetchall())
 
         return await self._db.run(self, "list_jobs", go, retry=True)
 
