@@ -20,6 +20,8 @@ import pytest
 from batchwork.errors import StoreError
 from batchwork.jobs._model import CancelResult, JobStatus, NewJob
 from batchwork.jobs._postgres import PostgresStore, _migrations
+from batchwork.jobs._postgres_conn import Conn
+from batchwork.jobs._postgres_rows import outcome_params
 from batchwork.jobs._store import store_from_url
 
 from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
@@ -340,6 +342,30 @@ async def test_claims_use_the_ready_index_however_large_the_history(
     assert "Index Scan using jobs_ready" in plan, plan
     assert "job_history" not in plan
     assert "Seq Scan" not in plan, plan
+
+
+async def test_completions_do_not_join_every_job_of_the_worker(pg: PostgresStore) -> None:
+    # No statistics (never analysed) and many ended jobs of the same worker: the plan
+    # must not read every job of the worker and join each with every outcome.
+    clock = ManualClock(pg.now())
+    await pg.enqueue([new_job(clock.now()) for _ in range(3_000)], now=clock.now())
+    await pg.register_worker(worker(clock))
+    for _ in range(5):
+        claimed = await pg.claim("w1", tags=None, limit=200, now=clock.now())
+        await pg.complete("w1", [outcome(c, clock) for c in claimed])
+    claimed = await pg.claim("w1", tags=None, limit=200, now=clock.now())
+    params = outcome_params("w1", [outcome(c, clock) for c in claimed])
+
+    async def explain(conn: Conn) -> str:
+        sql = pg._sql.complete(durable=True, requeue=False, end=True)
+        rows = await (await conn.query(b"EXPLAIN " + sql, params)).fetchall()
+        return "\n".join(row[0] for row in rows)
+
+    plan = await pg._db.run(pg, "explain", explain, retry=False)
+    assert "jobs_worker" not in plan, plan
+    # by primary key, or (a small table) one scan hashed against the outcomes
+    assert "Index Scan using jobs_pkey on jobs" in plan or "Hash Join" in plan, plan
+    assert "Nested Loop" not in plan or "Index Scan using jobs_pkey on jobs" in plan, plan
 
 
 # -- exit hooks ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from ._postgres_rows import (
     cron_from_row,
     job_from_row,
     jobs_from_rows,
+    outcome_params,
     split_url,
     utc,
     worker_from_row,
@@ -362,19 +363,7 @@ class PostgresStore:
             return set()
         for outcome in outcomes:
             check_outcome(outcome)
-        params = {
-            "worker": worker_id,
-            "ids": [o.job_id for o in outcomes],
-            "leases": [o.lease for o in outcomes],
-            "statuses": [JobStatus(o.status).value for o in outcomes],
-            "ended": [o.ended_at for o in outcomes],
-            "durations": [o.duration for o in outcomes],
-            "results": [o.result_json for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "retry": [o.retry_at for o in outcomes],
-            "hooks": [o.run_exit_hook for o in outcomes],
-            "has_hooks": [o.has_exit_hook for o in outcomes],
-        }
+        params = outcome_params(worker_id, outcomes)
         leases = {o.lease for o in outcomes}
         requeue = any(o.status in _REQUEUED for o in outcomes)
         end = not all(o.status in _REQUEUED for o in outcomes)

@@ -119,6 +119,23 @@ def check_outcome(outcome: Outcome) -> None:
     _check_aware(outcome.ended_at)
 
 
+def outcome_params(worker_id: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Parameters of ``Sql.complete``: the outcomes as parallel arrays."""
+    return {
+        "worker": worker_id,
+        "ids": [o.job_id for o in outcomes],
+        "leases": [o.lease for o in outcomes],
+        "statuses": [JobStatus(o.status).value for o in outcomes],
+        "ended": [o.ended_at for o in outcomes],
+        "durations": [o.duration for o in outcomes],
+        "results": [o.result_json for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "retry": [o.retry_at for o in outcomes],
+        "hooks": [o.run_exit_hook for o in outcomes],
+        "has_hooks": [o.has_exit_hook for o in outcomes],
+    }
+
+
 def _check_aware(at: datetime) -> None:
     if at.tzinfo is None:
         raise ValueError(f"naive datetime {at!r}: batchwork stores need aware datetimes")
