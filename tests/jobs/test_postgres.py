@@ -4,6 +4,7 @@ database clock, the history table's effect on claim plans, racing migrations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
@@ -206,13 +208,29 @@ async def test_an_enqueue_from_another_connection_wakes_a_waiting_worker(
         await other.close()
 
 
-async def test_listen_reconnects_after_its_session_is_terminated(
-    schema: str,
-) -> None:
-    app = f"bw_listen_{uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def named_store(schema: str, prefix: str) -> AsyncIterator[tuple[PostgresStore, str]]:
+    """An open store whose sessions carry a fresh ``application_name`` (given back)."""
+    app = f"{prefix}_{uuid4().hex[:8]}"
     store = PostgresStore(postgres_url(DSN, schema) + f"&application_name={app}")
     await store.open()
     try:
+        yield store, app
+    finally:
+        await store.close()
+
+
+def terminate_sessions(conn: psycopg.Connection[Any], app: str) -> int:
+    """End every session named ``app``; how many there were."""
+    row = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        (app,),
+    ).fetchone()
+    return row[0] if row else 0
+
+
+async def test_listen_reconnects_after_its_session_is_terminated(schema: str) -> None:
+    async with named_store(schema, "bw_listen") as (store, app):
         with psycopg.connect(DSN, autocommit=True) as conn:
 
             def listening() -> int:
@@ -228,11 +246,7 @@ async def test_listen_reconnects_after_its_session_is_terminated(
             assert listening() == 0
             await store.wait_for_work(0)
             assert listening() == 1
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (app,),
-            )
+            terminate_sessions(conn, app)
             deadline = time.monotonic() + 10
             while True:  # the listener comes back on its own
                 await asyncio.sleep(0.05)
@@ -247,32 +261,19 @@ async def test_listen_reconnects_after_its_session_is_terminated(
             await asyncio.wait_for(waiter, 2.0)
         # the pool's connections were terminated too: reads retry on fresh ones
         assert len(await store.list_jobs()) == 1
-    finally:
-        await store.close()
 
 
 async def test_a_kept_connection_the_server_ended_is_replaced_before_an_enqueue(
     schema: str,
 ) -> None:
-    app = f"bw_kept_{uuid4().hex[:8]}"
-    store = PostgresStore(postgres_url(DSN, schema) + f"&application_name={app}")
-    await store.open()
-    try:
+    async with named_store(schema, "bw_kept") as (store, app):
         await store.enqueue([job_at(store)], now=store.now())  # its connection is kept
         with psycopg.connect(DSN, autocommit=True) as conn:
-            ended = conn.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (app,),
-            ).fetchone()
-        assert ended is not None
-        assert ended[0] >= 1
+            assert terminate_sessions(conn, app) >= 1
         await asyncio.sleep(0.2)  # the termination message reaches the socket
         # an enqueue is never retried: it must get a live connection at once
         await store.enqueue([job_at(store)], now=store.now())
         assert len(await store.list_jobs()) == 2
-    finally:
-        await store.close()
 
 
 async def test_concurrent_calls_share_a_pool_of_one(schema: str) -> None:

@@ -152,7 +152,7 @@ def is_plain(job: NewJob) -> bool:
 
 
 def plain_row(job: NewJob, now: datetime) -> tuple[Any, ...]:
-    """Parameters of ``Sql.insert_job`` for one plain job (see :func:`is_plain`)."""
+    """Parameters for the ``PLAIN_COLUMNS`` of one job (``Sql.insert_job``)."""
     return (
         job.name,
         job.payload_json,
@@ -168,7 +168,7 @@ def plain_row(job: NewJob, now: datetime) -> tuple[Any, ...]:
 
 
 def insert_row(
-    job_id: int | None,
+    job_id: int,
     job: NewJob,
     now: datetime,
     *,
@@ -178,20 +178,11 @@ def insert_row(
 ) -> tuple[Any, ...]:
     """Parameters for the ``INSERT_COLUMNS`` of one job."""
     return (
+        *plain_row(job, now),
         job_id,
-        job.name,
         job.type.value,
         (status or job.status).value,
-        job.payload_json,
-        job.tag,
-        job.priority,
-        job.scheduled_for,
-        now,
-        now,
         job.unique_key,
-        job.resumable,
-        job.max_crashes,
-        job.error,
         conflict_id,
         ended_at,
     )
@@ -233,9 +224,9 @@ def copy_text(rows: Sequence[tuple[int, NewJob]], now: datetime) -> str:
         if "\\" in payload or "\t" in payload or "\n" in payload or "\r" in payload:
             payload = payload.translate(_COPY_ESCAPES)
         append(
-            f"{job_id}\t{name}\tjob\tpending\t{payload}\t{tag}\t{job.priority}\t{due}\t"
-            f"{now_text}\t{now_text}\t\\N\t{'t' if job.resumable else 'f'}\t{job.max_crashes}\t"
-            f"{error}\t\\N\t\\N\n"
+            f"{name}\t{payload}\t{tag}\t{job.priority}\t{due}\t{now_text}\t{now_text}\t"
+            f"{'t' if job.resumable else 'f'}\t{job.max_crashes}\t{error}\t"
+            f"{job_id}\tjob\tpending\t\\N\t\\N\t\\N\n"
         )
     return "".join(lines)
 

@@ -32,25 +32,21 @@ ALL_COLUMNS = [
     "exit_worker_id",
 ]
 
-# Columns an enqueue writes; the rest take their defaults.
-INSERT_COLUMNS = [
-    "id",
+# Columns an enqueue writes; the rest take their defaults. A plain job (``is_plain``)
+# needs only the first ones, PLAIN_COLUMNS: its type and status are known.
+PLAIN_COLUMNS = [
     "name",
-    "type",
-    "status",
     "payload",
     "tag",
     "priority",
     "scheduled_for",
     "created_at",
     "updated_at",
-    "unique_key",
     "resumable",
     "max_crashes",
     "error",
-    "conflict_id",
-    "ended_at",
 ]
+INSERT_COLUMNS = [*PLAIN_COLUMNS, "id", "type", "status", "unique_key", "conflict_id", "ended_at"]
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -144,15 +140,16 @@ class Sql:
     def insert_job(self) -> bytes:
         """One plain job (parameters: ``plain_row``), notifying from the same statement."""
         return self.q(
-            f"INSERT INTO {self.jobs} (name, type, status, payload, tag, priority, "
-            "scheduled_for, created_at, updated_at, resumable, max_crashes, error) "
-            "VALUES (%s, 'job', 'pending', %s::json, %s, %s, %s, %s, %s, %s, %s, %s) "
+            f"INSERT INTO {self.jobs} ({', '.join(PLAIN_COLUMNS)}, type, status) "
+            f"VALUES ({_placeholders(PLAIN_COLUMNS)}, 'job', 'pending') "
             f"RETURNING id, pg_notify('{channel_for(self.schema)}', '')"
         )
 
     def _insert_with_id(self, table: str, tail: str = "") -> bytes:
-        values = ", ".join("%s::json" if c == "payload" else "%s" for c in INSERT_COLUMNS)
-        return self.q(f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) VALUES ({values}) {tail}")
+        return self.q(
+            f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) "
+            f"VALUES ({_placeholders(INSERT_COLUMNS)}) {tail}"
+        )
 
     def insert_active(self) -> bytes:
         return self._insert_with_id(
@@ -549,6 +546,10 @@ class Sql:
             f"t AS (DELETE FROM {self.s}.cron_ticks WHERE tick < %(before)s) "
             "SELECT count(*) FROM d"
         )
+
+
+def _placeholders(columns: list[str]) -> str:
+    return ", ".join("%s::json" if c == "payload" else "%s" for c in columns)
 
 
 def _cols(alias: str) -> str:
