@@ -163,6 +163,18 @@ async def test_enqueue_of_10000_jobs_goes_through_copy_in_order(pg: PostgresStor
     assert last.payload == {"i": 9_999, **tricky}
 
 
+async def test_a_batch_whose_ids_are_not_consecutive_gets_each_of_them(
+    pg: PostgresStore, schema: str
+) -> None:
+    # as if other sessions had drawn ids in between: the ids come back one by one
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'ALTER SEQUENCE "{schema}".job_id_seq INCREMENT BY 3')
+    ids = await pg.enqueue([job_at(pg, "spread", i) for i in range(5)], now=pg.now())
+    assert [ids[i + 1] - ids[i] for i in range(4)] == [3] * 4  # type: ignore[operator]
+    for i, job_id in enumerate(ids):
+        assert (await pg.get(job_id)).payload == i  # type: ignore[arg-type]
+
+
 async def test_a_batch_mixing_plain_and_checked_jobs_keeps_order_and_semantics(
     pg: PostgresStore,
 ) -> None:
