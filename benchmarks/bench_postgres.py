@@ -155,7 +155,7 @@ async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float
 
     from batchwork.jobs._model import WorkerInfo
     from batchwork.jobs._postgres import PostgresStore
-    from batchwork.jobs._postgres_rows import insert_row
+    from batchwork.jobs._postgres_rows import plain_row
 
     floor: dict[str, float] = {}
     ours: dict[str, float] = {}
@@ -173,10 +173,10 @@ async def one_round(raw_schema: str, store_schema: str) -> tuple[dict[str, float
             await conn.execute(
                 f'CREATE TABLE {twin} (LIKE "{store_schema}".jobs INCLUDING ALL)'.encode()
             )
-            twin_insert = store._sql.insert_job().replace(
+            twin_insert = store._sql.insert_job.replace(
                 f'"{store_schema}".jobs'.encode(), twin.encode()
             )
-            twin_params = insert_row(None, jobs[0], now)[1:]
+            twin_params = plain_row(jobs[0], now)
 
             async def twin_single() -> None:
                 for _ in range(CHUNK):

@@ -4,6 +4,7 @@ database clock, the history table's effect on claim plans, racing migrations."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
@@ -20,6 +22,8 @@ import pytest
 from batchwork.errors import StoreError
 from batchwork.jobs._model import CancelResult, JobStatus, NewJob
 from batchwork.jobs._postgres import PostgresStore, _migrations
+from batchwork.jobs._postgres_conn import Conn
+from batchwork.jobs._postgres_rows import outcome_params
 from batchwork.jobs._store import store_from_url
 
 from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
@@ -159,6 +163,18 @@ async def test_enqueue_of_10000_jobs_goes_through_copy_in_order(pg: PostgresStor
     assert last.payload == {"i": 9_999, **tricky}
 
 
+async def test_a_batch_whose_ids_are_not_consecutive_gets_each_of_them(
+    pg: PostgresStore, schema: str
+) -> None:
+    # as if other sessions had drawn ids in between: the ids come back one by one
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f'ALTER SEQUENCE "{schema}".job_id_seq INCREMENT BY 3')
+    ids = await pg.enqueue([job_at(pg, "spread", i) for i in range(5)], now=pg.now())
+    assert [ids[i + 1] - ids[i] for i in range(4)] == [3] * 4  # type: ignore[operator]
+    for i, job_id in enumerate(ids):
+        assert (await pg.get(job_id)).payload == i  # type: ignore[arg-type]
+
+
 async def test_a_batch_mixing_plain_and_checked_jobs_keeps_order_and_semantics(
     pg: PostgresStore,
 ) -> None:
@@ -204,13 +220,29 @@ async def test_an_enqueue_from_another_connection_wakes_a_waiting_worker(
         await other.close()
 
 
-async def test_listen_reconnects_after_its_session_is_terminated(
-    schema: str,
-) -> None:
-    app = f"bw_listen_{uuid4().hex[:8]}"
+@contextlib.asynccontextmanager
+async def named_store(schema: str, prefix: str) -> AsyncIterator[tuple[PostgresStore, str]]:
+    """An open store whose sessions carry a fresh ``application_name`` (given back)."""
+    app = f"{prefix}_{uuid4().hex[:8]}"
     store = PostgresStore(postgres_url(DSN, schema) + f"&application_name={app}")
     await store.open()
     try:
+        yield store, app
+    finally:
+        await store.close()
+
+
+def terminate_sessions(conn: psycopg.Connection[Any], app: str) -> int:
+    """End every session named ``app``; how many there were."""
+    row = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        (app,),
+    ).fetchone()
+    return row[0] if row else 0
+
+
+async def test_listen_reconnects_after_its_session_is_terminated(schema: str) -> None:
+    async with named_store(schema, "bw_listen") as (store, app):
         with psycopg.connect(DSN, autocommit=True) as conn:
 
             def listening() -> int:
@@ -226,11 +258,7 @@ async def test_listen_reconnects_after_its_session_is_terminated(
             assert listening() == 0
             await store.wait_for_work(0)
             assert listening() == 1
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (app,),
-            )
+            terminate_sessions(conn, app)
             deadline = time.monotonic() + 10
             while True:  # the listener comes back on its own
                 await asyncio.sleep(0.05)
@@ -245,6 +273,30 @@ async def test_listen_reconnects_after_its_session_is_terminated(
             await asyncio.wait_for(waiter, 2.0)
         # the pool's connections were terminated too: reads retry on fresh ones
         assert len(await store.list_jobs()) == 1
+
+
+async def test_a_kept_connection_the_server_ended_is_replaced_before_an_enqueue(
+    schema: str,
+) -> None:
+    async with named_store(schema, "bw_kept") as (store, app):
+        await store.enqueue([job_at(store)], now=store.now())  # its connection is kept
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            assert terminate_sessions(conn, app) >= 1
+        await asyncio.sleep(0.2)  # the termination message reaches the socket
+        # an enqueue is never retried: it must get a live connection at once
+        await store.enqueue([job_at(store)], now=store.now())
+        assert len(await store.list_jobs()) == 2
+
+
+async def test_concurrent_calls_share_a_pool_of_one(schema: str) -> None:
+    store = PostgresStore(postgres_url(DSN, schema), pool_size=1, connect_timeout=3.0)
+    await store.open()
+    try:
+        ids = await asyncio.gather(
+            *(store.enqueue([job_at(store, payload=i)], now=store.now()) for i in range(30))
+        )
+        jobs = await asyncio.gather(*(store.get(job_id) for [job_id] in ids))  # type: ignore[arg-type]
+        assert sorted(job.payload for job in jobs) == list(range(30))
     finally:
         await store.close()
 
@@ -303,6 +355,51 @@ async def test_claims_use_the_ready_index_however_large_the_history(
     assert "Index Scan using jobs_ready" in plan, plan
     assert "job_history" not in plan
     assert "Seq Scan" not in plan, plan
+
+
+async def test_completions_do_not_join_every_job_of_the_worker(pg: PostgresStore) -> None:
+    # No statistics (never analysed) and many ended jobs of the same worker: the plan
+    # must not read every job of the worker and join each with every outcome.
+    clock = ManualClock(pg.now())
+    await pg.enqueue([new_job(clock.now()) for _ in range(3_000)], now=clock.now())
+    await pg.register_worker(worker(clock))
+    for _ in range(5):
+        claimed = await pg.claim("w1", tags=None, limit=200, now=clock.now())
+        await pg.complete("w1", [outcome(c, clock) for c in claimed])
+    claimed = await pg.claim("w1", tags=None, limit=200, now=clock.now())
+    params = outcome_params("w1", [outcome(c, clock) for c in claimed])
+
+    async def explain(conn: Conn) -> str:
+        sql = pg._sql.complete(durable=True, requeue=False, end=True)
+        rows = await (await conn.query(b"EXPLAIN " + sql, params)).fetchall()
+        return "\n".join(row[0] for row in rows)
+
+    plan = await pg._db.run(pg, "explain", explain, retry=False)
+    assert "jobs_worker" not in plan, plan
+    # by primary key, or (a small table) one scan hashed against the outcomes
+    assert "Index Scan using jobs_pkey on jobs" in plan or "Hash Join" in plan, plan
+    assert "Nested Loop" not in plan or "Index Scan using jobs_pkey on jobs" in plan, plan
+
+
+# -- exit hooks ---------------------------------------------------------------------------
+async def test_a_job_without_an_exit_hook_leaves_none_due(pg: PostgresStore, schema: str) -> None:
+    clock = ManualClock(pg.now())
+    await pg.enqueue([new_job(clock.now(), "task") for _ in range(3)], now=clock.now())
+    await pg.register_worker(worker(clock))
+    hookless, hooked, failed = await pg.claim("w1", tags=None, limit=3, now=clock.now())
+    outcomes = [
+        outcome(hookless, clock, has_exit_hook=False),
+        outcome(hooked, clock),
+        outcome(failed, clock, JobStatus.ERRORED, error="boom", has_exit_hook=False),
+    ]
+    assert await pg.complete("w1", outcomes) == {c.job.id for c in (hookless, hooked, failed)}
+    due = await pg.claim_exit_hooks("w2", names=["task"], limit=10)
+    assert [job.id for job in due] == [hooked.job.id]
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            f'SELECT id, exit_hook FROM "{schema}".job_history ORDER BY id'
+        ).fetchall()
+    assert rows == [(hookless.job.id, None), (hooked.job.id, "taken"), (failed.job.id, None)]
 
 
 # -- migrations ---------------------------------------------------------------------------

@@ -40,14 +40,14 @@ from ._model import (
     WorkerInfo,
 )
 from ._postgres_conn import Conn, Connections
-from ._postgres_enqueue import AsyncExecutor, enqueue_on, insert_all
+from ._postgres_enqueue import AsyncExecutor, enqueue_on, insert_all, one_statement
 from ._postgres_rows import (
     check_new_job,
     check_outcome,
     cron_from_row,
-    insert_row,
-    is_plain,
     job_from_row,
+    jobs_from_rows,
+    outcome_params,
     split_url,
     utc,
     worker_from_row,
@@ -105,19 +105,25 @@ class PostgresStore:
       dedicated ``LISTEN`` connection, opened by the first claim or wait (a process that
       only enqueues never opens one), wakes :meth:`wait_for_work`; polling stays as the
       fallback (while LISTEN is down, waits are capped at ``poll_interval``).
+    * **Connections.** The connection of the last call is kept for the next one rather
+      than returned to the pool (unless a call waits for one), and statements reuse one
+      cursor per connection: a one-job enqueue is one round trip and little else.
     * **Connection loss.** The pool replaces connections the server dropped (checked
-      without a round trip when a connection is taken) and reconnects with backoff; the
-      LISTEN connection re-establishes itself. While the database is away, operations
-      raise :class:`~batchwork.errors.StoreError` (never a psycopg error) after
-      ``connect_timeout`` seconds, and the store logs once when it goes and once when it
-      comes back (logger ``batchwork.postgres``). Calls whose repetition is harmless
-      (reads, heartbeats, completions, releases, cron writes) are retried on a fresh
-      connection first. A claim whose reply was lost may have committed: its lease is
-      remembered and those jobs are put back before the worker's next claim or heartbeat,
-      so no job stays ``running`` for a worker that never got it. A completion repeated
-      after a lost reply is recognised by its lease and reported as written.
+      without a round trip when a connection is taken, the kept one included) and
+      reconnects with backoff; the LISTEN connection re-establishes itself. While the
+      database is away, operations raise :class:`~batchwork.errors.StoreError` (never a
+      psycopg error) after ``connect_timeout`` seconds, and the store logs once when it
+      goes and once when it comes back (logger ``batchwork.postgres``). Calls whose
+      repetition is harmless (reads, heartbeats, completions, releases, cron writes) are
+      retried on a fresh connection first. A claim whose reply was lost may have
+      committed: its lease is remembered and those jobs are put back before the worker's
+      next claim or heartbeat, so no job stays ``running`` for a worker that never got
+      it. A completion repeated after a lost reply is recognised by its lease and
+      reported as written.
     * **Planner.** Sessions run with ``enable_bitmapscan = off`` so that claims read the
-      ready index in order even before autovacuum has analysed a freshly filled table.
+      ready index in order even before autovacuum has analysed a freshly filled table,
+      and with ``random_page_cost = 1.1`` so that completions look their jobs up by
+      primary key rather than scan a small hot table.
 
     Example::
 
@@ -195,8 +201,8 @@ class PostgresStore:
         ):
             return
         async with conn.transaction():
-            await conn.execute(Sql.lock, (f"batchwork:migrate:{self.schema}",))
-            await conn.execute(self._sql.migration_prelude())
+            await conn.query(Sql.lock, (f"batchwork:migrate:{self.schema}",))
+            await conn.query(self._sql.migration_prelude())
             current = await _scalar(conn, self._sql.current_version())
             if current > latest:
                 raise StoreError(
@@ -205,9 +211,9 @@ class PostgresStore:
                 )
             for version, text in migrations:
                 if version > current:
-                    await conn.execute(self._sql.set_search_path())
-                    await conn.execute(text.encode())
-                    await conn.execute(self._sql.migration_done(), (version,))
+                    await conn.query(self._sql.set_search_path())
+                    await conn.query(text.encode())
+                    await conn.query(self._sql.migration_done(), (version,))
                     log.info("migrated schema %s to version %d", self.schema, version)
 
     async def _measure_clock(self, conn: Conn) -> None:
@@ -236,7 +242,7 @@ class PostgresStore:
         Example::
 
             async with await psycopg.AsyncConnection.connect(dsn) as conn:
-                await conn.execute("INSERT INTO orders ...")
+                await conn.query("INSERT INTO orders ...")
                 await store.enqueue([job], now=store.now(), connection=conn)
             # committed: the job and the order exist together
         """
@@ -248,12 +254,11 @@ class PostgresStore:
             return await enqueue_on(connection, self._sql, jobs, now)
 
         async def go(conn: Conn) -> list[int | None]:
-            if len(jobs) == 1 and is_plain(jobs[0]):
-                return [
-                    await _scalar(conn, self._sql.insert_job(), insert_row(None, jobs[0], now)[1:])
-                ]
+            db = AsyncExecutor(conn)
+            if one_statement(jobs):
+                return await insert_all(db, self._sql, jobs, now)
             async with conn.transaction():
-                return await insert_all(AsyncExecutor(conn), self._sql, jobs, now)
+                return await insert_all(db, self._sql, jobs, now)
 
         ids = await self._db.run(self, "enqueue", go, retry=False)
         self._db.wake()
@@ -274,7 +279,7 @@ class PostgresStore:
         )
 
         async def go(conn: Conn) -> None:
-            await conn.execute(self._sql.register_worker(), params)
+            await conn.query(self._sql.register_worker(), params)
 
         await self._db.run(self, "register_worker", go, retry=True)
 
@@ -283,7 +288,7 @@ class PostgresStore:
 
         async def go(conn: Conn) -> None:
             await self._settle_claims(conn, worker_id)
-            await conn.execute(self._sql.unregister_worker(), (worker_id,))
+            await conn.query(self._sql.unregister_worker(), (worker_id,))
 
         await self._db.run(self, "unregister_worker", go, retry=True)
 
@@ -292,7 +297,7 @@ class PostgresStore:
         if uncertain:
             leases = list(uncertain)
             params = {"worker": worker_id, "leases": leases, "now": self.now()}
-            await conn.execute(self._sql.release_uncertain(), params)
+            await conn.query(self._sql.release_uncertain(), params)
             uncertain.difference_update(leases)
 
     async def claim(
@@ -320,16 +325,14 @@ class PostgresStore:
             if tags is not None:
                 params["tags"] = list(tags)
             try:
-                rows = await (await conn.execute(sql, params)).fetchall()
+                rows = await (await conn.query(sql, params)).fetchall()
             except BaseException:
                 uncertain.add(lease)
                 raise
             return lease, rows
 
         lease, rows = await self._db.run(self, "claim", go, retry=True)
-        jobs = sorted(
-            (job_from_row(r) for r in rows), key=lambda j: (-j.priority, j.scheduled_for, j.id)
-        )
+        jobs = sorted(jobs_from_rows(rows), key=lambda j: (-j.priority, j.scheduled_for, j.id))
         return [Claimed(job, lease) for job in jobs]
 
     async def claim_job(self, worker_id: str, job_id: int, *, now: datetime) -> Claimed | None:
@@ -360,18 +363,7 @@ class PostgresStore:
             return set()
         for outcome in outcomes:
             check_outcome(outcome)
-        params = {
-            "worker": worker_id,
-            "ids": [o.job_id for o in outcomes],
-            "leases": [o.lease for o in outcomes],
-            "statuses": [JobStatus(o.status).value for o in outcomes],
-            "ended": [o.ended_at for o in outcomes],
-            "durations": [o.duration for o in outcomes],
-            "results": [o.result_json for o in outcomes],
-            "errors": [o.error for o in outcomes],
-            "retry": [o.retry_at for o in outcomes],
-            "hooks": [o.run_exit_hook for o in outcomes],
-        }
+        params = outcome_params(worker_id, outcomes)
         leases = {o.lease for o in outcomes}
         requeue = any(o.status in _REQUEUED for o in outcomes)
         end = not all(o.status in _REQUEUED for o in outcomes)
@@ -383,7 +375,7 @@ class PostgresStore:
             sql = self._sql.complete(durable=self._durable, requeue=requeue, end=end, again=again)
             again = True
             try:
-                return {r[0] for r in await (await conn.execute(sql, params)).fetchall()}
+                return {r[0] for r in await (await conn.query(sql, params)).fetchall()}
             except BaseException:
                 self._unconfirmed.update(leases)
                 raise
@@ -404,7 +396,7 @@ class PostgresStore:
         }
 
         async def go(conn: Conn) -> None:
-            await conn.execute(self._sql.release(), params)
+            await conn.query(self._sql.release(), params)
 
         await self._db.run(self, "release", go, retry=True)
 
@@ -417,7 +409,7 @@ class PostgresStore:
         async def go(conn: Conn) -> tuple[Any, float]:
             await self._settle_claims(conn, worker_id)
             before = time.monotonic()
-            row = await (await conn.execute(self._sql.heartbeat(), params)).fetchone()
+            row = await (await conn.query(self._sql.heartbeat(), params)).fetchone()
             return row, (before + time.monotonic()) / 2
 
         row, measured_at = await self._db.run(self, "heartbeat", go, retry=True)
@@ -431,20 +423,20 @@ class PostgresStore:
 
         async def go(conn: Conn) -> Recovery:
             async with conn.transaction():
-                cur = await conn.execute(sql.dead_workers(), {"now": now})
+                cur = await conn.query(sql.dead_workers(), {"now": now})
                 dead = [r[0] for r in await cur.fetchall()]
                 if not dead:
                     return Recovery()
                 params = {"now": now, "dead": dead}
-                resumed = await (await conn.execute(sql.resume_crashed(), params)).fetchall()
-                crashed = await (await conn.execute(sql.end_crashed(), params)).fetchall()
-                await conn.execute(sql.free_exit_hooks(), params)
+                resumed = await (await conn.query(sql.resume_crashed(), params)).fetchall()
+                crashed = await (await conn.query(sql.end_crashed(), params)).fetchall()
+                await conn.query(sql.free_exit_hooks(), params)
                 if resumed:
-                    await conn.execute(sql.notify())
+                    await conn.query(sql.notify())
             for name in dead:
                 self._uncertain.pop(name, None)
             return Recovery(
-                crashed=tuple(job_from_row(r) for r in crashed),
+                crashed=tuple(jobs_from_rows(crashed)),
                 resumed=tuple(sorted(r[0] for r in resumed)),
                 dead_workers=tuple(sorted(dead)),
             )
@@ -460,8 +452,8 @@ class PostgresStore:
         params = {"worker": worker_id, "names": list(names), "limit": limit}
 
         async def go(conn: Conn) -> list[Job]:
-            rows = await (await conn.execute(self._sql.claim_exit_hooks(), params)).fetchall()
-            return [job_from_row(r) for r in rows]
+            rows = await (await conn.query(self._sql.claim_exit_hooks(), params)).fetchall()
+            return jobs_from_rows(rows)
 
         return await self._db.run(self, "claim_exit_hooks", go, retry=False)
 
@@ -471,7 +463,7 @@ class PostgresStore:
             return
 
         async def go(conn: Conn) -> None:
-            await conn.execute(self._sql.finish_exit_hooks(), (list(job_ids), worker_id))
+            await conn.query(self._sql.finish_exit_hooks(), (list(job_ids), worker_id))
 
         await self._db.run(self, "finish_exit_hooks", go, retry=True)
 
@@ -482,28 +474,28 @@ class PostgresStore:
 
         async def go(conn: Conn) -> None:
             async with conn.transaction():
-                await conn.execute(Sql.lock, (f"batchwork:{self.schema}:crons",))
-                rows = await (await conn.execute(sql.cron_states())).fetchall()
+                await conn.query(Sql.lock, (f"batchwork:{self.schema}:crons",))
+                rows = await (await conn.query(sql.cron_states())).fetchall()
                 stored = {r[0]: (r[1], r[2]) for r in rows}
                 wanted = {spec.name for spec in specs}
                 dropped = [name for name in stored if name not in wanted]
                 for spec in specs:
                     old = stored.get(spec.name)
                     if old is None:
-                        await conn.execute(
+                        await conn.query(
                             sql.insert_cron(),
                             (spec.name, spec.expression, spec.timezone, now, now, now),
                         )
                     elif old != (spec.expression, spec.timezone):
-                        await conn.execute(
+                        await conn.query(
                             sql.update_cron(),
                             (spec.expression, spec.timezone, now, now, spec.name),
                         )
                         dropped.append(spec.name)
                 if dropped:
                     gone = [name for name in dropped if name not in wanted]
-                    await conn.execute(sql.delete_crons(), (gone,))
-                    await conn.execute(sql.drop_pending_ticks(), (dropped,))
+                    await conn.query(sql.delete_crons(), (gone,))
+                    await conn.query(sql.drop_pending_ticks(), (dropped,))
 
         await self._db.run(self, "reconcile_crons", go, retry=True)
 
@@ -511,7 +503,7 @@ class PostgresStore:
         """Every stored cron, by name."""
 
         async def go(conn: Conn) -> list[CronState]:
-            rows = await (await conn.execute(self._sql.cron_states())).fetchall()
+            rows = await (await conn.query(self._sql.cron_states())).fetchall()
             return [cron_from_row(r) for r in rows]
 
         return await self._db.run(self, "cron_states", go, retry=True)
@@ -527,7 +519,7 @@ class PostgresStore:
         async def go(conn: Conn) -> list[int | None]:
             async with conn.transaction():
                 ids = await insert_all(AsyncExecutor(conn), self._sql, ticks, now) if ticks else []
-                await conn.execute(self._sql.raise_watermark(), (watermark, now, name))
+                await conn.query(self._sql.raise_watermark(), (watermark, now, name))
             return ids
 
         ids = await self._db.run(self, "fire_cron_ticks", go, retry=True)
@@ -539,7 +531,7 @@ class PostgresStore:
         """One job, active or ended; :class:`JobNotFound` for an unknown id."""
 
         async def go(conn: Conn) -> Any:
-            return await (await conn.execute(self._sql.get(), {"id": job_id})).fetchone()
+            return await (await conn.query(self._sql.get(), {"id": job_id})).fetchone()
 
         row = await self._db.run(self, "get", go, retry=True)
         if row is None:
@@ -570,7 +562,7 @@ class PostgresStore:
         sql = self._sql.list_jobs("WHERE " + " AND ".join(where) if where else "")
 
         async def go(conn: Conn) -> list[Job]:
-            return [job_from_row(r) for r in await (await conn.execute(sql, params)).fetchall()]
+            return jobs_from_rows(await (await conn.query(sql, params)).fetchall())
 
         return await self._db.run(self, "list_jobs", go, retry=True)
 
@@ -583,9 +575,9 @@ class PostgresStore:
                 row = await _row(conn, sql.lock_active(), (job_id,))
                 if row is not None:
                     if row[0] == JobStatus.RUNNING:
-                        await conn.execute(sql.request_cancel(), {"id": job_id, "now": now})
+                        await conn.query(sql.request_cancel(), {"id": job_id, "now": now})
                         return CancelResult.REQUESTED
-                    await conn.execute(sql.cancel_now(), {"id": job_id, "now": now})
+                    await conn.query(sql.cancel_now(), {"id": job_id, "now": now})
                     return CancelResult.CANCELLED
                 if await _row(conn, sql.ended_status(), (job_id,)) is not None:
                     return CancelResult.ALREADY_ENDED
@@ -614,7 +606,7 @@ class PostgresStore:
         """Number of jobs per ``(name, status)``, active and ended."""
 
         async def go(conn: Conn) -> dict[tuple[str, JobStatus], int]:
-            rows = await (await conn.execute(self._sql.counts())).fetchall()
+            rows = await (await conn.query(self._sql.counts())).fetchall()
             return {(r[0], JobStatus(r[1])): r[2] for r in rows}
 
         return await self._db.run(self, "counts", go, retry=True)
@@ -626,7 +618,7 @@ class PostgresStore:
         params = {"since": since, "bucket": float(bucket)}
 
         async def go(conn: Conn) -> list[Any]:
-            return await (await conn.execute(self._sql.timeline(), params)).fetchall()
+            return await (await conn.query(self._sql.timeline(), params)).fetchall()
 
         rows = await self._db.run(self, "timeline", go, retry=True)
         start = utc(since)
@@ -639,7 +631,7 @@ class PostgresStore:
         """Registered workers with the ids of the jobs each is running."""
 
         async def go(conn: Conn) -> list[WorkerInfo]:
-            rows = await (await conn.execute(self._sql.workers())).fetchall()
+            rows = await (await conn.query(self._sql.workers())).fetchall()
             return [worker_from_row(r) for r in rows]
 
         return await self._db.run(self, "workers", go, retry=True)
@@ -662,7 +654,7 @@ class PostgresStore:
 
 
 async def _row(conn: Conn, sql: bytes, params: Any = None) -> Any:
-    return await (await conn.execute(sql, params)).fetchone()
+    return await (await conn.query(sql, params)).fetchone()
 
 
 async def _scalar(conn: Conn, sql: bytes, params: Any = None) -> Any:

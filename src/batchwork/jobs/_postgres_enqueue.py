@@ -14,7 +14,8 @@ from psycopg import pq
 from batchwork.errors import StoreError
 
 from ._model import JobStatus, JobType, NewJob
-from ._postgres_rows import copy_text, insert_row, is_plain
+from ._postgres_conn import Conn
+from ._postgres_rows import copy_text, insert_row, is_plain, plain_row
 from ._postgres_sql import Sql
 
 
@@ -35,12 +36,15 @@ class Executor(Protocol):
 
 
 class AsyncExecutor:
-    """An ``AsyncConnection`` as an :class:`Executor`."""
+    """An ``AsyncConnection`` as an :class:`Executor` (the store's own connections run
+    statements on their kept cursor, see :class:`Conn`)."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
 
     async def execute(self, query: bytes, params: Any = None) -> _Cursor:
+        if isinstance(self.conn, Conn):
+            return await self.conn.query(query, params)
         return await self.conn.execute(query, params)
 
     def copy(self, query: bytes) -> Any:
@@ -88,14 +92,20 @@ class _BlockingCopy:
         self.copy.write(data)
 
 
+def one_statement(jobs: Sequence[NewJob]) -> bool:
+    """Whether :func:`insert_all` inserts ``jobs`` in one statement (no transaction needed)."""
+    return len(jobs) == 1 and is_plain(jobs[0])
+
+
 async def insert_all(
     db: Executor, sql: Sql, jobs: Sequence[NewJob], now: datetime
 ) -> list[int | None]:
-    """Insert ``jobs`` on ``db`` (already in a transaction when there are several)."""
-    if len(jobs) == 1 and is_plain(jobs[0]):
-        return [await _scalar(db, sql.insert_job(), insert_row(None, jobs[0], now)[1:])]
+    """Insert ``jobs`` on ``db`` (in a transaction unless :func:`one_statement`)."""
+    if one_statement(jobs):
+        return [await _scalar(db, sql.insert_job, plain_row(jobs[0], now))]
     # Ids drawn up front, in order, so a mix of plain and checked jobs keeps the order.
-    ids: list[int] = await _scalar(db, sql.next_ids(), (len(jobs),))
+    first, drawn, _ = await _one(db, sql.next_ids(), (len(jobs),))
+    ids: Sequence[int] = range(first, first + len(jobs)) if drawn is None else drawn
     out: list[int | None] = []
     for plain, run in groupby(zip(ids, jobs, strict=True), key=lambda p: is_plain(p[1])):
         group = list(run)
@@ -106,8 +116,6 @@ async def insert_all(
         else:
             for job_id, job in group:
                 out.append(await _insert_checked(db, sql, job_id, job, now))
-    # delivered when the transaction commits, so never for jobs that were rolled back
-    await db.execute(sql.notify())
     return out
 
 
@@ -177,8 +185,12 @@ async def _row(db: Executor, query: bytes, params: Any = None) -> Any:
     return await (await db.execute(query, params)).fetchone()
 
 
-async def _scalar(db: Executor, query: bytes, params: Any = None) -> Any:
+async def _one(db: Executor, query: bytes, params: Any = None) -> Any:
     row = await _row(db, query, params)
     if row is None:
         raise StoreError("PostgreSQL returned no row where one was expected")
-    return row[0]
+    return row
+
+
+async def _scalar(db: Executor, query: bytes, params: Any = None) -> Any:
+    return (await _one(db, query, params))[0]
