@@ -106,7 +106,11 @@ def outcomes_json(worker_id: str, outcomes: Sequence[Outcome]) -> Outcomes:
         elif status is JobStatus.PAUSED:
             pauses.append([outcome.job_id, outcome.lease, ended, outcome.duration])
         else:
-            hook, hook_worker = ("taken", worker_id) if outcome.run_exit_hook else ("due", None)
+            if outcome.run_exit_hook:
+                hook, hook_worker = "taken", worker_id
+            else:
+                # No hook to run: 'none' keeps the row out of the exit hook index.
+                hook, hook_worker = ("due" if outcome.has_exit_hook else "none"), None
             ends.append(
                 [
                     outcome.job_id,
