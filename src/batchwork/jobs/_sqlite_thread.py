@@ -1,21 +1,36 @@
-"""One thread that owns one SQLite connection, so the event loop never blocks on SQLite.
+"""One thread that owns one SQLite connection, so the event loop never blocks on SQLite;
+and the one exception, a short write run on the caller's thread when nothing waits.
 
 Calls are queued from any event loop and answered on that loop. For the writer thread,
 write calls that are queued while a transaction runs are taken together into the next
 one: each in its own SAVEPOINT (one call's error undoes only that call), one ``COMMIT``
 for all, and every caller answered only after the commit. That is group commit without
 a timer: a lone caller pays no extra wait, a crowd shares the transaction's cost.
+
+:class:`InlineWriter` is the exception. A lone one-job enqueue costs SQLite ~40 µs, but
+the hand-off to the writer thread and back (queue, thread wake-up, GIL switch,
+``call_soon_threadsafe``, loop wake-up) costs ~150 µs more. So, where a commit does not
+sync to disk (``synchronous=NORMAL`` in WAL mode: a commit is an append to the WAL in the
+page cache), such a write runs on the caller's thread over a second connection whose
+``busy_timeout`` is 0: if the write lock is not free at once (another process, or our
+own writer thread, is in a transaction), nothing has happened and the call goes to the
+writer thread as before; the caller never waits on a lock. The same goes for any error:
+the transaction is rolled back and the writer thread runs the call again, which reports
+the error exactly as it always did. The connection never checkpoints
+(``wal_autocheckpoint=0``, a checkpoint writes and syncs many pages); the store asks the
+writer thread for one every :data:`CHECKPOINT_EVERY` inline commits instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from batchwork.errors import StoreError
 
@@ -26,6 +41,7 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
 
 MAX_GROUP = 256
+CHECKPOINT_EVERY = 200  # inline commits of ~5 WAL frames: SQLite's autocheckpoint is 1,000
 
 
 class _Call:
@@ -34,8 +50,8 @@ class _Call:
     def __init__(
         self,
         fn: Work,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
         *,
         write: bool,
         notify: bool,
@@ -112,6 +128,12 @@ class ConnectionThread:
         if self._thread is None:  # stopped meanwhile: make sure the call is answered
             self._fail_queued()
         return await future
+
+    def post(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``fn(conn)`` outside any transaction; nobody waits for it, errors are
+        dropped (housekeeping such as a checkpoint)."""
+        if self._thread is not None:
+            self._queue.put(_Call(fn, None, None, write=False, notify=False))
 
     def _fail_queued(self) -> None:
         late = StoreError("the SQLite store was closed")
@@ -232,7 +254,9 @@ def _rollback(conn: sqlite3.Connection) -> None:
 def _answer(answers: list[tuple[_Call, bool, Any]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, bool, Any]]] = {}
     for answer in answers:
-        by_loop.setdefault(answer[0].loop, []).append(answer)
+        loop = answer[0].loop
+        if loop is not None:  # None: a posted call, nobody to answer
+            by_loop.setdefault(loop, []).append(answer)
     for loop, group in by_loop.items():
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(_settle, group)
@@ -240,9 +264,70 @@ def _answer(answers: list[tuple[_Call, bool, Any]]) -> None:
 
 def _settle(answers: list[tuple[_Call, bool, Any]]) -> None:
     for call, ok, value in answers:
-        if call.future.done():
+        future = call.future
+        if future is None or future.done():
             continue  # the caller was cancelled
         if ok:
-            call.future.set_result(value)
+            future.set_result(value)
         else:
-            call.future.set_exception(value)
+            future.set_exception(value)
+
+
+class NotRun(enum.Enum):
+    """What :meth:`InlineWriter.write` returns when the call must go to the writer thread."""
+
+    NOT_RUN = enum.auto()
+
+
+NOT_RUN: Final = NotRun.NOT_RUN
+
+
+class InlineWriter:
+    """Runs one write transaction on the calling thread when the write lock is free at
+    once (see the module docstring); thread-safe, one transaction at a time.
+
+    ``conn`` must allow use from any thread and have ``busy_timeout`` 0.
+
+    Example::
+
+        value = inline.write(fn)
+        if value is NOT_RUN:
+            value = await writer.call(fn, write=True)
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.Lock()
+        self.commits = 0
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T | Literal[NotRun.NOT_RUN]:
+        """``fn(conn)`` in a committed transaction, or :data:`NOT_RUN` (nothing written)."""
+        if not self._lock.acquire(blocking=False):
+            return NOT_RUN  # another thread is writing through this connection
+        try:
+            conn = self._conn
+            if conn is None:
+                return NOT_RUN
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return NOT_RUN  # busy: someone holds the write lock
+            try:
+                value = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, Exception):
+                    return NOT_RUN
+                raise
+            self.commits += 1
+            return value
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the connection (waits for a write in progress on another thread)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
