@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ._model import ALLOWED_TRANSITIONS, Claimed, JobStatus, Outcome
-from ._sqlite_ops import claim_update, row_to_job
+from ._sqlite_ops import claim_update, rows_to_jobs
 from ._sqlite_schema import to_us
 
 _FROM_RUNNING = ALLOWED_TRANSITIONS[JobStatus.RUNNING]
@@ -60,15 +60,15 @@ def claimed_from_json(lease: str, text: str) -> list[Claimed]:
     """The records of a :func:`claim`, in claim order (runs on the event loop)."""
     rows = json.loads(text)
     rows.sort(key=lambda row: (-row[9], row[12], row[0]))
-    times: dict[int | None, datetime | None] = {None: None}
-    return [Claimed(row_to_job(row, times, decoded=True), lease) for row in rows]
+    return [Claimed(job, lease) for job in rows_to_jobs(rows, decoded=True)]
 
 
 Outcomes = tuple[str, str, str]
 """Encoded outcomes: JSON documents of the runs that end, are retried and pause."""
 
 # What an ended run may be, checked in SQL too: no document can write another status.
-_ENDS = _FROM_RUNNING - {JobStatus.PENDING, JobStatus.PAUSED}
+_PENDING, _PAUSED, _FINISHED = JobStatus.PENDING, JobStatus.PAUSED, JobStatus.FINISHED
+_ENDS = _FROM_RUNNING - {_PENDING, _PAUSED}
 _ENDS_SQL = "(" + ", ".join(f"'{status.value}'" for status in sorted(_ENDS)) + ")"
 
 
@@ -85,12 +85,33 @@ def outcomes_json(worker_id: str, outcomes: Sequence[Outcome]) -> Outcomes:
     instants: dict[datetime, int] = {}  # outcomes of one batch mostly share ended_at
     for outcome in outcomes:
         status = outcome.status
-        if status not in _FROM_RUNNING:
+        # ``is`` first: hashing an enum member (the set) runs Python code.
+        end = status is _FINISHED or status in _ENDS
+        if not (end or status is _PENDING or status is _PAUSED):
             raise ValueError(f"a run cannot end {status}")
         ended = instants.get(outcome.ended_at)
         if ended is None:
             ended = instants[outcome.ended_at] = to_us(outcome.ended_at)
-        if status is JobStatus.PENDING:
+        if end:
+            if outcome.run_exit_hook:
+                hook, hook_worker = "taken", worker_id
+            else:
+                # No hook to run: 'none' keeps the row out of the exit hook index.
+                hook, hook_worker = ("due" if outcome.has_exit_hook else "none"), None
+            ends.append(
+                [
+                    outcome.job_id,
+                    outcome.lease,
+                    status,  # a str: JSON encodes its value
+                    outcome.result_json,
+                    outcome.error,
+                    ended,
+                    outcome.duration,
+                    hook,
+                    hook_worker,
+                ]
+            )
+        elif status is _PENDING:
             if outcome.retry_at is None:
                 raise ValueError(f"a retry of job {outcome.job_id} needs retry_at")
             retries.append(
@@ -103,27 +124,8 @@ def outcomes_json(worker_id: str, outcomes: Sequence[Outcome]) -> Outcomes:
                     to_us(outcome.retry_at),
                 ]
             )
-        elif status is JobStatus.PAUSED:
-            pauses.append([outcome.job_id, outcome.lease, ended, outcome.duration])
         else:
-            if outcome.run_exit_hook:
-                hook, hook_worker = "taken", worker_id
-            else:
-                # No hook to run: 'none' keeps the row out of the exit hook index.
-                hook, hook_worker = ("due" if outcome.has_exit_hook else "none"), None
-            ends.append(
-                [
-                    outcome.job_id,
-                    outcome.lease,
-                    status.value,
-                    outcome.result_json,
-                    outcome.error,
-                    ended,
-                    outcome.duration,
-                    hook,
-                    hook_worker,
-                ]
-            )
+            pauses.append([outcome.job_id, outcome.lease, ended, outcome.duration])
     return json.dumps(ends), json.dumps(retries), json.dumps(pauses)
 
 

