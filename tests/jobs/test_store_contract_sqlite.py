@@ -144,10 +144,13 @@ async def test_sqlite_complete_writes_only_what_a_run_may_end_as(
         now = clock.now()
         await store.register_worker(WorkerInfo("w", "host", 1, None, 1, 30.0, now, now))
         [claimed] = await store.claim("w", tags=None, limit=1, now=now)
-        forged = (
-            json.dumps([[job_id, claimed.lease, "skipped", "null", None, 1, 0.0, "due", None]]),
-            "[]",
-            "[]",
+        forged: batch.Outcomes = (
+            (
+                json.dumps([[job_id, claimed.lease, "skipped", "null", None, 1, 0.0, "due", None]]),
+                [job_id],
+            ),
+            ("[]", []),
+            ("[]", []),
         )
         writer, _ = store._threads()
         written = await writer.call(lambda conn: batch.complete(conn, "w", forged), write=True)

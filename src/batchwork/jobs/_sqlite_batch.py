@@ -63,8 +63,10 @@ def claimed_from_json(lease: str, text: str) -> list[Claimed]:
     return [Claimed(job, lease) for job in rows_to_jobs(rows, decoded=True)]
 
 
-Outcomes = tuple[str, str, str]
-"""Encoded outcomes: JSON documents of the runs that end, are retried and pause."""
+Document = tuple[str, list[int]]
+"""Outcomes of one kind as a JSON document, with their job ids in document order."""
+Outcomes = tuple[Document, Document, Document]
+"""Encoded outcomes: the documents of the runs that end, are retried and pause."""
 
 # What an ended run may be, checked in SQL too: no document can write another status.
 _PENDING, _PAUSED, _FINISHED = JobStatus.PENDING, JobStatus.PAUSED, JobStatus.FINISHED
@@ -126,7 +128,11 @@ def outcomes_json(worker_id: str, outcomes: Sequence[Outcome]) -> Outcomes:
             )
         else:
             pauses.append([outcome.job_id, outcome.lease, ended, outcome.duration])
-    return json.dumps(ends), json.dumps(retries), json.dumps(pauses)
+    return _document(ends), _document(retries), _document(pauses)
+
+
+def _document(rows: list[list[Any]]) -> Document:
+    return json.dumps(rows), [row[0] for row in rows]
 
 
 def _x(i: int) -> str:
@@ -172,13 +178,26 @@ _WRITES = (
 
 
 def complete(conn: sqlite3.Connection, worker_id: str, outcomes: Outcomes) -> list[Any]:
-    """Write encoded outcomes whose lease still matches; return the ids written."""
+    """Write encoded outcomes whose lease still matches; return the ids written.
+
+    Every lease usually matches: then the ``UPDATE`` alone, in a savepoint, changes as
+    many rows as the document has distinct ids, and those are the ids written. When it
+    changes fewer, it is undone and the fenced ``SELECT`` names the writable ids first.
+    """
     written: list[Any] = []
-    for document, (writable, write) in zip(outcomes, _WRITES, strict=True):
-        if document == "[]":
+    for (document, ids), (writable, write) in zip(outcomes, _WRITES, strict=True):
+        if not ids:
             continue
-        ids = json.loads(conn.execute(writable, (document, worker_id)).fetchone()[0])
-        if ids:
+        if len(set(ids)) == len(ids):
+            conn.execute("SAVEPOINT batchwork_complete")
+            if conn.execute(write, (document, worker_id)).rowcount == len(ids):
+                conn.execute("RELEASE batchwork_complete")
+                written.extend(ids)
+                continue
+            conn.execute("ROLLBACK TO batchwork_complete")
+            conn.execute("RELEASE batchwork_complete")
+        found = json.loads(conn.execute(writable, (document, worker_id)).fetchone()[0])
+        if found:
             conn.execute(write, (document, worker_id))
-            written.extend(ids)
+            written.extend(found)
     return written
