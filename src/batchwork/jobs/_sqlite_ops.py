@@ -183,7 +183,7 @@ def _insert_plain(
         return
     if len(rows) == 1:
         params = _insert_params(rows[0], now_us, JobStatus.PENDING, None)
-        ids.append(conn.execute(_INSERT + " RETURNING id", params).fetchone()[0])
+        ids.append(conn.execute(_INSERT, params).lastrowid)  # no RETURNING row to step to
         rows.clear()
         return
     # One statement over a JSON document rather than executemany: sqlite3 re-takes the
