@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchwork.errors import StoreError
-from batchwork.jobs import _sqlite
+from batchwork.jobs import _sqlite, _sqlite_thread
 from batchwork.jobs._model import JobStatus
 from batchwork.jobs._sqlite import SQLiteStore
 
@@ -49,6 +49,34 @@ async def test_sqlite_inline_enqueue_keeps_unique_keys_and_errors(
         await store.enqueue([new_job(clock.now(), status=JobStatus.RUNNING)], now=clock.now())
     assert store.stats.failed_transactions == 1  # the writer thread ran it again, and failed
     assert len(await store.list_jobs()) == 1
+
+
+async def test_sqlite_concurrent_inline_enqueues_share_one_transaction(
+    store: SQLiteStore, clock: ManualClock
+) -> None:
+    calls = [store.enqueue([new_job(clock.now(), f"j{i}")], now=clock.now()) for i in range(50)]
+    bad = store.enqueue([new_job(clock.now(), status=JobStatus.RUNNING)], now=clock.now())
+    results = await asyncio.gather(*calls[:25], bad, *calls[25:], return_exceptions=True)
+    assert isinstance(results[25], ValueError)  # undone, then refused by the writer thread
+    ids = [result[0] for result in results if isinstance(result, list)]
+    assert len(set(ids)) == 50
+    stats = store.stats
+    assert stats.inline_transactions == 1
+    assert stats.failed_transactions == 1
+    names: dict[int | None, str] = {job.id: job.name for job in await store.list_jobs(limit=100)}
+    assert [names[job_id] for job_id in ids] == [f"j{i}" for i in range(50)]
+
+
+async def test_sqlite_a_cancelled_inline_enqueue_writes_nothing(
+    store: SQLiteStore, clock: ManualClock
+) -> None:
+    call = asyncio.create_task(store.enqueue([new_job(clock.now())], now=clock.now()))
+    await asyncio.sleep(0)  # the call is queued for this loop turn's transaction
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await store.enqueue([new_job(clock.now(), "after")], now=clock.now())
+    assert [job.name for job in await store.list_jobs()] == ["after"]
 
 
 async def test_sqlite_inline_enqueue_wakes_a_waiting_worker(
@@ -105,7 +133,7 @@ async def test_sqlite_large_enqueues_go_to_the_writer(
 async def test_sqlite_inline_commits_ask_the_writer_for_checkpoints(
     store: SQLiteStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_sqlite, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(_sqlite_thread, "CHECKPOINT_EVERY", 3)
     before = store.stats.writer_calls
     for _ in range(6):
         await store.enqueue([new_job(clock.now())], now=clock.now())

@@ -39,7 +39,7 @@ from ._sqlite_schema import (
     parse_url,
     to_us,
 )
-from ._sqlite_thread import CHECKPOINT_EVERY, NOT_RUN, ConnectionThread, InlineWriter
+from ._sqlite_thread import NOT_RUN, ConnectionThread, InlineWriter
 
 T = TypeVar("T")
 
@@ -56,8 +56,9 @@ class SQLiteStoreStats:
     wake-up polls); ``transactions``: write transactions committed or tried (fewer than
     the writes when group commit joined calls; ``largest_group`` is the most calls one
     transaction held); ``failed_transactions`` rolled back; ``reader_calls``: queries
-    served by the reader connection; ``inline_transactions``: enqueues committed on the
-    caller's thread (see :class:`SQLiteStore`), not counted in the others.
+    served by the reader connection; ``inline_transactions``: transactions of one or
+    more enqueues committed on the event loop's thread (see :class:`SQLiteStore`), not
+    counted in the others.
 
     Example::
 
@@ -198,7 +199,9 @@ class SQLiteStore:
             if mode != "FULL":  # with FULL, a commit syncs to disk: never on the loop
                 path = self.path
                 conn = await writer.call(lambda _: connect_inline(path, synchronous=mode))
-                self._inline = InlineWriter(conn)
+                self._inline = InlineWriter(
+                    conn, on_commit=self._local_change, checkpoint=partial(writer.post, _checkpoint)
+                )
         except BaseException:
             await self.close()
             raise
@@ -252,20 +255,10 @@ class SQLiteStore:
         now_us = to_us(now)
         inline = self._inline
         if inline is not None and len(jobs) <= INLINE_MAX_JOBS:
-            # Yield as the thread path does: a loop of enqueues must not starve the other
-            # tasks (a worker's heartbeat); cancelled here, nothing was written.
-            await asyncio.sleep(0)
-            ids = inline.write(lambda conn: ops.enqueue(conn, jobs, now_us))
+            ids = await inline.write(lambda conn: ops.enqueue(conn, jobs, now_us))
             if ids is not NOT_RUN:
-                self._inline_committed(inline)
                 return ids
         return await self._write(lambda conn: ops.enqueue(conn, jobs, now_us), notify=True)
-
-    def _inline_committed(self, inline: InlineWriter) -> None:
-        self._local_change()
-        writer = self._writer
-        if writer is not None and inline.commits % CHECKPOINT_EVERY == 0:
-            writer.post(_checkpoint)
 
     async def wait_for_work(self, at_most: float) -> None:
         """Return when another process committed, or this store wrote jobs, since the

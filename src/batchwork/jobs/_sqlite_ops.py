@@ -74,72 +74,45 @@ class _Instants(dict[int | None, Any]):
 
 def rows_to_jobs(rows: Sequence[Sequence[Any]], *, decoded: bool = False) -> list[Job]:
     """``SELECT JOB_COLUMNS`` rows as :class:`Job` records (``decoded``: payload and
-    result are already decoded, as in a JSON row)."""
+    result are already decoded, as in a JSON row); later columns are ignored."""
     times = _Instants({None: None})
     kinds, statuses = _TYPE, _STATUS
     loads = _load_json if not decoded else _as_is
-    # One comprehension with unpacking and positional arguments in Job's field order:
-    # per row, every call and keyword costs.
+    # One comprehension, positional arguments in Job's field order: per row, every call
+    # and keyword costs.
     return [
         Job(
-            job_id,
-            name,
-            kinds[kind],
-            statuses[status],
-            loads(payload),
-            loads(result),
-            error,
-            attempts,
-            tag,
-            priority,
-            worker_id,
-            conflict_id,
-            times[scheduled_for],
-            times[created_at],
-            times[started_at],
-            times[ended_at],
-            times[updated_at],
-            duration,
-            unique_key,
-            resumable == 1,
-            max_crashes,
-            crashes,
-            cancel_requested == 1,
+            row[0],
+            row[1],
+            kinds[row[2]],
+            statuses[row[3]],
+            loads(row[4]),
+            loads(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            row[11],
+            times[row[12]],
+            times[row[13]],
+            times[row[14]],
+            times[row[15]],
+            times[row[16]],
+            row[17],
+            row[18],
+            row[19] == 1,
+            row[20],
+            row[21],
+            row[22] == 1,
         )
-        for (
-            job_id,
-            name,
-            kind,
-            status,
-            payload,
-            result,
-            error,
-            attempts,
-            tag,
-            priority,
-            worker_id,
-            conflict_id,
-            scheduled_for,
-            created_at,
-            started_at,
-            ended_at,
-            updated_at,
-            duration,
-            unique_key,
-            resumable,
-            max_crashes,
-            crashes,
-            cancel_requested,
-        ) in rows
+        for row in rows
     ]
 
 
 def row_to_job(row: Sequence[Any]) -> Job:
     """One ``SELECT JOB_COLUMNS`` row as a :class:`Job` (later columns are ignored)."""
-    return rows_to_jobs([row[:_JOB_WIDTH]])[0]
-
-
-_JOB_WIDTH = JOB_COLUMNS.count(",") + 1
+    return rows_to_jobs([row])[0]
 
 
 def _load_json(text: str | None) -> Any:

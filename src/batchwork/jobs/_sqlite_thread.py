@@ -18,7 +18,7 @@ writer thread as before; the caller never waits on a lock. The same goes for any
 the transaction is rolled back and the writer thread runs the call again, which reports
 the error exactly as it always did. The connection never checkpoints
 (``wal_autocheckpoint=0``, a checkpoint writes and syncs many pages); the store asks the
-writer thread for one every :data:`CHECKPOINT_EVERY` inline commits instead.
+writer thread for one every :data:`CHECKPOINT_EVERY` inline calls instead.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
 
 MAX_GROUP = 256
-CHECKPOINT_EVERY = 200  # inline commits of ~5 WAL frames: SQLite's autocheckpoint is 1,000
+CHECKPOINT_EVERY = 200  # inline calls, each ~5 WAL frames: SQLite's autocheckpoint is 1,000
 
 
 class _Call:
@@ -251,6 +251,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+def _cancelled(call: _Call) -> bool:
+    return call.future is None or call.future.done()
+
+
 def _answer(answers: list[tuple[_Call, bool, Any]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, bool, Any]]] = {}
     for answer in answers:
@@ -274,56 +278,104 @@ def _settle(answers: list[tuple[_Call, bool, Any]]) -> None:
 
 
 class NotRun(enum.Enum):
-    """What :meth:`InlineWriter.write` returns when the call must go to the writer thread."""
+    """The type of :data:`NOT_RUN`."""
 
     NOT_RUN = enum.auto()
 
 
 NOT_RUN: Final = NotRun.NOT_RUN
+"""What :meth:`InlineWriter.write` returns when the call must go to the writer thread."""
 
 
 class InlineWriter:
-    """Runs one write transaction on the calling thread when the write lock is free at
-    once (see the module docstring); thread-safe, one transaction at a time.
+    """Runs write calls on the event loop's thread when the write lock is free at once
+    (see the module docstring); thread-safe.
 
-    ``conn`` must allow use from any thread and have ``busy_timeout`` 0.
+    Calls made in one turn of a loop share one transaction, each in its own savepoint,
+    as on the writer thread: a crowd of one-job enqueues (100 requests at once) commits
+    once. ``conn`` must allow use from any thread and have ``busy_timeout`` 0.
+    ``on_commit`` runs after each commit; ``checkpoint`` after every
+    :data:`CHECKPOINT_EVERY` calls committed.
 
     Example::
 
-        value = inline.write(fn)
+        value = await inline.write(fn)
         if value is NOT_RUN:
             value = await writer.call(fn, write=True)
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        on_commit: Callable[[], None],
+        checkpoint: Callable[[], None],
+    ) -> None:
         self._conn: sqlite3.Connection | None = conn
+        self._on_commit = on_commit
+        self._checkpoint = checkpoint
         self._lock = threading.Lock()
+        self._queued: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+        self._uncheckpointed = 0
         self.commits = 0
 
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T | Literal[NotRun.NOT_RUN]:
-        """``fn(conn)`` in a committed transaction, or :data:`NOT_RUN` (nothing written)."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T | Literal[NotRun.NOT_RUN]:
+        """``fn(conn)`` committed, or :data:`NOT_RUN` (nothing written by this call).
+
+        Cancelled before its turn, the call writes nothing.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T | Literal[NotRun.NOT_RUN]] = loop.create_future()
+        queued = self._queued.get(loop)
+        if queued is None:
+            queued = self._queued[loop] = []
+            loop.call_soon(self._flush, loop)
+        queued.append(_Call(fn, loop, future, write=True, notify=True))
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        calls = [call for call in self._queued.pop(loop) if not _cancelled(call)]
+        try:
+            answers = self._run(calls) if calls else []
+        except BaseException:
+            _settle([(call, True, NOT_RUN) for call in calls])
+            raise
+        _settle(answers)
+
+    def _run(self, calls: list[_Call]) -> list[tuple[_Call, bool, Any]]:
+        not_run = [(call, True, NOT_RUN) for call in calls]
         if not self._lock.acquire(blocking=False):
-            return NOT_RUN  # another thread is writing through this connection
+            return not_run  # another thread is writing through this connection
         try:
             conn = self._conn
             if conn is None:
-                return NOT_RUN
+                return not_run  # closed
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error:
-                return NOT_RUN  # busy: someone holds the write lock
+                return not_run  # busy: someone holds the write lock
             try:
-                value = fn(conn)
+                if len(calls) == 1:
+                    answers = [_run_alone(conn, calls[0])]
+                else:
+                    answers = [_run_in_savepoint(conn, call) for call in calls]
                 conn.execute("COMMIT")
-            except BaseException as exc:
+            except Exception:
                 _rollback(conn)
-                if isinstance(exc, Exception):
-                    return NOT_RUN
+                return not_run
+            except BaseException:
+                _rollback(conn)
                 raise
-            self.commits += 1
-            return value
         finally:
             self._lock.release()
+        self.commits += 1
+        self._on_commit()
+        self._uncheckpointed += len(calls)
+        if self._uncheckpointed >= CHECKPOINT_EVERY:
+            self._uncheckpointed = 0
+            self._checkpoint()
+        # A call that failed was undone: the writer thread runs it again and reports.
+        return [(call, True, value if ok else NOT_RUN) for call, ok, value in answers]
 
     def close(self) -> None:
         """Close the connection (waits for a write in progress on another thread)."""
