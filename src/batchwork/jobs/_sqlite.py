@@ -139,6 +139,7 @@ class SQLiteStore:
         self._generation = 0
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
         self._seen: tuple[int, int] | None = None
+        self._claimed_version: int | None = None  # data_version at the last short claim
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r}, synchronous={self.synchronous!r})"
@@ -218,7 +219,7 @@ class SQLiteStore:
                 await writer.call(_optimize)
         threads = [t for t in (self._writer, self._reader) if t is not None]
         self._writer = self._reader = None
-        self._seen = None
+        self._seen = self._claimed_version = None
         for thread in threads:
             await asyncio.to_thread(thread.stop)
 
@@ -331,7 +332,15 @@ class SQLiteStore:
                 # A short claim: the worker may wait next. Read under the write lock, so
                 # any later commit by another connection moves it. (After a full claim
                 # the worker claims again first; a stale mark only costs one extra look.)
-                self._seen = (generation, ops.data_version(conn))
+                version = ops.data_version(conn)
+                previous, self._claimed_version = self._claimed_version, version
+                if previous is not None and previous != version:
+                    # Something was committed since the last claim, maybe a job enqueued
+                    # after the caller took ``now``: not due for this claim, due for the
+                    # next. Mark the last claim's version, so that the next wait returns
+                    # within a poll and the worker claims again with a fresh ``now``.
+                    version = previous
+                self._seen = (generation, version)
             return lease, rows
 
         lease, rows = await self._write(work)
