@@ -6,7 +6,8 @@ interpreter's switch interval (5 ms) while the event loop runs Python, which is 
 what a draining worker's loop does. So a batch crosses as one JSON document: a claim is
 one ``UPDATE`` plus one ``SELECT`` that aggregates the rows with ``json_group_array``;
 completions are, for each kind of outcome present (end, retry, pause), one fenced
-``SELECT`` of the ids that will be written plus one ``UPDATE … FROM json_each``.
+``UPDATE … FROM json_each`` in a savepoint when every lease matches (the usual case),
+else a fenced ``SELECT`` of the ids that will be written plus that ``UPDATE``.
 Encoding outcomes and building records happen on the event loop, before and after the
 hop.
 """
