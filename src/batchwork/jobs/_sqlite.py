@@ -98,11 +98,11 @@ class SQLiteStore:
     WAL needs every process on one host with the file on a local disk (not NFS/SMB).
 
     The exception: with ``synchronous=NORMAL``, an enqueue of a few jobs commits on the
-    calling thread, through a third connection, when SQLite's write lock is free at that
-    instant (a commit is then an append to the WAL, ~40 µs, less than the ~150 µs a round
-    trip to the writer thread costs); otherwise, or on any error, it goes to the writer
-    thread as above. It never waits for a lock (see
-    :class:`~batchwork.jobs._sqlite_thread.InlineWriter`).
+    event loop's thread (with the other enqueues of the same turn of the loop), through a
+    third connection, when SQLite's write lock is free at that instant (a commit is then
+    an append to the WAL, ~40 µs, less than the ~150 µs a round trip to the writer thread
+    costs); otherwise, or on any error, it goes to the writer thread as above. It never
+    waits for a lock (see :class:`~batchwork.jobs._sqlite_thread.InlineWriter`).
 
     Wake-ups: :meth:`wait_for_work` polls ``PRAGMA data_version`` on the writer's own
     connection, whose value moves only when *another* connection commits; a write made
