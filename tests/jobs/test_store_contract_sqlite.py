@@ -7,6 +7,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -144,14 +145,20 @@ async def test_sqlite_complete_writes_only_what_a_run_may_end_as(
         now = clock.now()
         await store.register_worker(WorkerInfo("w", "host", 1, None, 1, 30.0, now, now))
         [claimed] = await store.claim("w", tags=None, limit=1, now=now)
-        forged = (
-            json.dumps([[job_id, claimed.lease, "skipped", "null", None, 1, 0.0, "due", None]]),
-            "[]",
-            "[]",
-        )
+        row = [job_id, claimed.lease, "skipped", "null", None, 1, 0.0, "due", None]
+        alike = [job_id, claimed.lease, 1, 0.0]
+        shared = ("skipped", "null", None, "due", None)
+        none: batch.Document = ("[]", [], ())
         writer, _ = store._threads()
-        written = await writer.call(lambda conn: batch.complete(conn, "w", forged), write=True)
-        assert written == []
+        forgeries: list[batch.Outcomes] = [
+            (none, (json.dumps([row]), [job_id], ()), none, none),
+            ((json.dumps([alike]), [job_id], shared), none, none, none),
+        ]
+        for forged in forgeries:
+            written = await writer.call(
+                partial(batch.complete, worker_id="w", outcomes=forged), write=True
+            )
+            assert written == []
         assert (await store.get(job_id)).status is JobStatus.RUNNING
     finally:
         await store.close()

@@ -37,7 +37,6 @@ JOB_COLUMNS = (
 ACTIVE_SQL = "('pending', 'running', 'paused')"
 CLAIMABLE_SQL = "('pending', 'paused')"
 
-_MISSING: Any = object()
 _STATUS = {status.value: status for status in JobStatus}
 _TYPE = {kind.value: kind for kind in JobType}
 _INSERTABLE = frozenset({JobStatus.PENDING, JobStatus.SKIPPED, JobStatus.MISSED})
@@ -64,63 +63,64 @@ _INSERT_PLAIN_JSON = (
 )
 
 
-def row_to_job(
-    row: Sequence[Any],
-    times: dict[int | None, datetime | None] | None = None,
-    *,
-    decoded: bool = False,
-) -> Job:
-    """A ``SELECT JOB_COLUMNS`` row as a :class:`Job` (``decoded``: payload and result
-    are already decoded, as in a JSON row).
+class _Instants(dict[int | None, Any]):
+    """Instants by microseconds, built once each: rows claimed or enqueued together
+    share most of them, and building datetimes is much of a row's cost."""
 
-    ``times`` memoizes instants across the rows of one result: rows claimed or enqueued
-    together share most of them, and building datetimes is most of a row's cost.
-    """
-    if times is None:
-        times = {None: None}
-    payload, result = row[4], row[5]
-    if not decoded:
-        payload = None if payload is None else json.loads(payload)
-        result = None if result is None else json.loads(result)
-    # Positional arguments in Job's field order (keywords cost more, per row).
-    return Job(
-        row[0],
-        row[1],
-        _TYPE[row[2]],
-        _STATUS[row[3]],
-        payload,
-        result,
-        row[6],
-        row[7],
-        row[8],
-        row[9],
-        row[10],
-        row[11],
-        _instant(times, row[12]),
-        _instant(times, row[13]),
-        _instant(times, row[14]),
-        _instant(times, row[15]),
-        _instant(times, row[16]),
-        row[17],
-        row[18],
-        bool(row[19]),
-        row[20],
-        row[21],
-        bool(row[22]),
-    )
+    def __missing__(self, us: int) -> datetime:
+        at = self[us] = from_us(us)
+        return at
 
 
-def _instant(times: dict[int | None, datetime | None], us: int | None) -> Any:
-    at = times.get(us, _MISSING)
-    if at is _MISSING:
-        at = times[us] = from_us(us)  # type: ignore[arg-type]  # None is always in times
-    return at
+def rows_to_jobs(rows: Sequence[Sequence[Any]], *, decoded: bool = False) -> list[Job]:
+    """``SELECT JOB_COLUMNS`` rows as :class:`Job` records (``decoded``: payload and
+    result are already decoded, as in a JSON row); later columns are ignored."""
+    times = _Instants({None: None})
+    kinds, statuses = _TYPE, _STATUS
+    loads = _load_json if not decoded else _as_is
+    # One comprehension, positional arguments in Job's field order: per row, every call
+    # and keyword costs.
+    return [
+        Job(
+            row[0],
+            row[1],
+            kinds[row[2]],
+            statuses[row[3]],
+            loads(row[4]),
+            loads(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            row[11],
+            times[row[12]],
+            times[row[13]],
+            times[row[14]],
+            times[row[15]],
+            times[row[16]],
+            row[17],
+            row[18],
+            row[19] == 1,
+            row[20],
+            row[21],
+            row[22] == 1,
+        )
+        for row in rows
+    ]
 
 
-def rows_to_jobs(rows: Sequence[Sequence[Any]]) -> list[Job]:
-    """:func:`row_to_job` for every row, sharing one memo of instants."""
-    times: dict[int | None, datetime | None] = {None: None}
-    return [row_to_job(row, times) for row in rows]
+def row_to_job(row: Sequence[Any]) -> Job:
+    """One ``SELECT JOB_COLUMNS`` row as a :class:`Job` (later columns are ignored)."""
+    return rows_to_jobs([row])[0]
+
+
+def _load_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 # -- producing -----------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def _insert_plain(
         return
     if len(rows) == 1:
         params = _insert_params(rows[0], now_us, JobStatus.PENDING, None)
-        ids.append(conn.execute(_INSERT + " RETURNING id", params).fetchone()[0])
+        ids.append(conn.execute(_INSERT, params).lastrowid)  # no RETURNING row to step to
         rows.clear()
         return
     # One statement over a JSON document rather than executemany: sqlite3 re-takes the

@@ -37,12 +37,12 @@ def to_us(at: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     """Integer microseconds since the Unix epoch as an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)  # positional: keywords cost ~40 % more here
 
 
 def opt_from_us(us: int | None) -> datetime | None:
     """:func:`from_us` that lets ``None`` through."""
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else from_us(us)
 
 
 @contextmanager
@@ -80,13 +80,21 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 def connect(
-    path: str, *, synchronous: str, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False
+    path: str,
+    *,
+    synchronous: str,
+    busy_timeout: float = BUSY_TIMEOUT,
+    read_only: bool = False,
+    any_thread: bool = False,
 ) -> sqlite3.Connection:
-    """Open a connection in autocommit mode (transactions are explicit) with our pragmas."""
+    """Open a connection in autocommit mode (transactions are explicit) with our pragmas.
+
+    ``any_thread``: usable from other threads than this one (the caller serializes).
+    """
     if not read_only:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=True, cached_statements=256
+        path, isolation_level=None, check_same_thread=not any_thread, cached_statements=256
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {round(busy_timeout * 1000)}")
@@ -98,6 +106,15 @@ def connect(
     except BaseException:
         conn.close()
         raise
+    return conn
+
+
+def connect_inline(path: str, *, synchronous: str) -> sqlite3.Connection:
+    """A connection for :class:`~batchwork.jobs._sqlite_thread.InlineWriter`: any thread,
+    never waits for a lock, never checkpoints. The file must be in WAL mode already."""
+    conn = connect(path, synchronous=synchronous, any_thread=True)
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     return conn
 
 
