@@ -501,6 +501,23 @@ async def test_asynchronous_completions_are_an_explicit_option(schema: str) -> N
         await store.close()
 
 
+async def test_asynchronous_completions_can_be_asked_for_in_the_url(schema: str) -> None:
+    store = store_from_url(postgres_url(DSN, schema) + "&durable_completions=off")
+    assert isinstance(store, PostgresStore)
+    assert store._durable is False
+    await store.open()  # libpq never sees the option (it would refuse an unknown one)
+    try:
+        await store.enqueue([new_job(store.now())], now=store.now())
+    finally:
+        await store.close()
+    assert PostgresStore(postgres_url(DSN, schema))._durable is True
+
+
+def test_a_url_flag_that_is_not_yes_or_no_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"durable_completions='maybe'.*true or false"):
+        PostgresStore("postgresql://x@127.0.0.1/db?durable_completions=maybe")
+
+
 async def test_a_transactional_enqueue_wakes_workers_when_the_caller_commits(
     pg: PostgresStore, schema: str
 ) -> None:

@@ -49,6 +49,7 @@ from ._postgres_rows import (
     jobs_from_rows,
     outcome_params,
     split_url,
+    url_flag,
     utc,
     worker_from_row,
 )
@@ -91,8 +92,9 @@ class PostgresStore:
       jobs back in the queue (the worker's later completion no longer matches the lease
       and is refused, so the job runs again: at-least-once, as for any crash).
     * **Completions** are written in one statement per batch and are durable by default.
-      ``durable_completions=False`` commits them asynchronously too: faster, but a database
-      crash can then forget that a job ended, so it runs again and so does its ``on_exit``.
+      ``durable_completions=False`` (or ``?durable_completions=false`` in the URL) commits
+      them asynchronously too: faster, but a database crash can then forget that a job
+      ended, so it runs again and so does its ``on_exit``.
       Enqueues are always durable.
     * **Clock.** :meth:`now` is the *database* clock without a round trip: the offset
       between the database's ``clock_timestamp()`` and the local monotonic clock is
@@ -149,11 +151,11 @@ class PostgresStore:
             raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
-        conninfo, url_schema, self._where = split_url(url)
+        conninfo, options, self._where = split_url(url)
         self.url = url
-        self.schema = check_schema(url_schema or schema)
+        self.schema = check_schema(options.get("schema") or schema)
         self.channel = channel_for(self.schema)
-        self._durable = durable_completions
+        self._durable = url_flag(options, "durable_completions", durable_completions)
         self._sql = Sql(self.schema)
         self._db = Connections(
             conninfo,

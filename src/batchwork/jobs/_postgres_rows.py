@@ -231,22 +231,47 @@ def copy_text(rows: Sequence[tuple[int, NewJob]], now: datetime) -> str:
     return "".join(lines)
 
 
-def split_url(url: str) -> tuple[str, str | None, str]:
-    """``(conninfo URL without ?schema=, schema or None, host:port/db for messages)``.
+# Query options that are batchwork's, not libpq's: taken out of the conninfo.
+STORE_OPTIONS = ("schema", "durable_completions")
+
+
+def split_url(url: str) -> tuple[str, dict[str, str], str]:
+    """``(conninfo URL without batchwork's options, those options, host:port/db for
+    messages)``; batchwork's options are the keys of :data:`STORE_OPTIONS`.
 
     Example::
 
         split_url("postgresql://u@db:5432/app?schema=jobs&sslmode=require")
-        # ("postgresql://u@db:5432/app?sslmode=require", "jobs", "db:5432/app")
+        # ("postgresql://u@db:5432/app?sslmode=require", {"schema": "jobs"}, "db:5432/app")
     """
     parts = urlsplit(url)
-    schema = None
+    options: dict[str, str] = {}
     rest = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key == "schema":
-            schema = value
+        if key in STORE_OPTIONS:
+            options[key] = value
         else:
             rest.append((key, value))
     conninfo = urlunsplit(parts._replace(query=urlencode(rest, quote_via=quote)))
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
-    return conninfo, schema, where
+    return conninfo, options, where
+
+
+def url_flag(options: dict[str, str], key: str, default: bool) -> bool:
+    """A yes/no URL option (``true``/``false``, ``on``/``off``, ``1``/``0``, ``yes``/``no``).
+
+    Example::
+
+        url_flag({"durable_completions": "off"}, "durable_completions", True)  # False
+    """
+    value = options.get(key)
+    if value is None:
+        return default
+    words = {"true": True, "on": True, "1": True, "yes": True}
+    words |= {"false": False, "off": False, "0": False, "no": False}
+    try:
+        return words[value.lower()]
+    except KeyError:
+        raise ValueError(
+            f"store URL option {key}={value!r} is not a yes/no value (use true or false)"
+        ) from None

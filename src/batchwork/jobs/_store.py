@@ -221,8 +221,9 @@ class Store(Protocol):
 def store_from_url(url: str) -> Store:
     """The store for a URL: ``sqlite:///path`` or ``postgresql://…`` / ``postgres://…``.
 
-    Creating a store does no I/O (it connects on :meth:`Store.open`). A PostgreSQL URL may
-    carry ``?schema=name`` to keep batchwork's tables in their own schema.
+    Creating a store does no I/O (it connects on :meth:`Store.open`). A SQLite URL may carry
+    ``?synchronous=FULL``; a PostgreSQL URL ``?schema=name`` (batchwork's tables in their own
+    schema) and ``durable_completions=false`` (completions committed asynchronously).
 
     Example::
 
