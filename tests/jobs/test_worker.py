@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from batchwork.errors import StoreError
 from batchwork.jobs import Job, JobDef, JobProcessor, JobStatus, Signal, Worker
+from batchwork.jobs._model import Claimed, Outcome
 
 from .apps.support import wait_until
 from .clock import ManualClock
@@ -317,6 +319,25 @@ async def _has_workers(processor: JobProcessor) -> bool:
     return bool(await processor.workers())
 
 
+async def test_a_claim_takes_at_most_half_the_slots(processor: JobProcessor) -> None:
+    """The next claim is then in the store while the jobs of the last one run."""
+    processor.job("n")(lambda job, signal: job.payload)
+    await processor.enqueue_many("n", list(range(20)))
+    store = await processor._ready_store()
+    claim = store.claim
+    limits: list[int] = []
+
+    async def spy(worker_id: str, **kwargs: Any) -> list[Claimed]:
+        limits.append(kwargs["limit"])
+        return await claim(worker_id, **kwargs)
+
+    store.claim = spy  # type: ignore[method-assign]
+    await asyncio.wait_for(processor.run_worker(concurrency=4, burst=True), 10)
+    assert (await processor.stats()).by_status == {"finished": 20}
+    assert limits
+    assert max(limits) == 2
+
+
 async def test_burst_mode_drains_and_returns(processor: JobProcessor) -> None:
     processor.job("n")(lambda job, signal: job.payload)
     ids = await processor.enqueue_many("n", list(range(40)))
@@ -555,3 +576,82 @@ async def test_sync_producer_thread_wakes_a_worker_in_another_loop(
         await run
     assert value == 49
     assert took < 5  # woken across loops, not by the 60 s poll
+
+
+# -- outcome writes -----------------------------------------------------------------
+async def test_outcomes_say_whether_the_job_has_an_exit_hook(processor: JobProcessor) -> None:
+    @processor.job()
+    async def plain(job: Job, signal: Signal) -> None:
+        return None
+
+    @processor.job()
+    async def hooked(job: Job, signal: Signal) -> None:
+        return None
+
+    @hooked.on_exit
+    async def after(job: Job) -> None:
+        return None
+
+    unknown_id = await processor.enqueue("registered_elsewhere")
+    plain_id, hooked_id = await plain.enqueue(), await hooked.enqueue()
+    store = await processor._ready_store()
+    complete = store.complete
+    written: dict[int, Outcome] = {}
+
+    async def spy(worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        written.update((outcome.job_id, outcome) for outcome in outcomes)
+        return await complete(worker_id, outcomes)
+
+    store.complete = spy  # type: ignore[method-assign]
+    async with Worker(processor) as worker:
+        assert await worker.drain() == 3
+    assert not written[plain_id].has_exit_hook
+    assert (written[hooked_id].has_exit_hook, written[hooked_id].run_exit_hook) == (True, True)
+    # Another worker may have the hook this one does not know of: it stays due.
+    assert (written[unknown_id].has_exit_hook, written[unknown_id].run_exit_hook) == (True, False)
+
+
+async def test_an_outcome_the_store_failed_to_write_is_written_again(
+    processor: JobProcessor,
+) -> None:
+    hooks: list[str] = []
+
+    @processor.job()
+    async def once(job: Job, signal: Signal) -> str:
+        return "done"
+
+    @once.on_exit
+    async def after(job: Job) -> None:
+        hooks.append(job.result)
+
+    job_id = await once.enqueue()
+    store = await processor._ready_store()
+    complete = store.complete
+    failures = [StoreError("the disk hiccuped")]
+
+    async def flaky(worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        if failures:
+            raise failures.pop()
+        return await complete(worker_id, outcomes)
+
+    store.complete = flaky  # type: ignore[method-assign]
+    async with Worker(processor) as worker:
+        assert await worker.drain() == 1
+        assert worker.stats.ended == {"finished": 1}
+    assert not failures
+    job = await processor.get(job_id)
+    assert (job.status, job.result) == (JobStatus.FINISHED, "done")
+    assert hooks == ["done"]
+
+
+# -- the signal ---------------------------------------------------------------------
+async def test_signal_wait_blocking_after_and_before_set() -> None:
+    signal = Signal()
+    assert not await asyncio.to_thread(signal.wait_blocking, 0.01)  # not set: times out
+    waiting = asyncio.ensure_future(asyncio.to_thread(signal.wait_blocking, 10))
+    await asyncio.sleep(0.05)
+    signal.set("cancelled")
+    assert await waiting
+    assert signal.wait_blocking(0)  # already set: at once
+    signal.set("shutdown")
+    assert signal.reason == "cancelled"  # the first reason wins
