@@ -14,7 +14,7 @@ import pytest
 
 from batchwork.errors import StoreError
 from batchwork.jobs import Job, JobDef, JobProcessor, JobStatus, Signal, Worker
-from batchwork.jobs._model import Claimed, Outcome
+from batchwork.jobs._model import Outcome
 
 from .apps.support import wait_until
 from .clock import ManualClock
@@ -317,25 +317,6 @@ async def test_enqueue_in_this_process_wakes_an_idle_worker_at_once(
 
 async def _has_workers(processor: JobProcessor) -> bool:
     return bool(await processor.workers())
-
-
-async def test_a_claim_takes_at_most_half_the_slots(processor: JobProcessor) -> None:
-    """The next claim is then in the store while the jobs of the last one run."""
-    processor.job("n")(lambda job, signal: job.payload)
-    await processor.enqueue_many("n", list(range(20)))
-    store = await processor._ready_store()
-    claim = store.claim
-    limits: list[int] = []
-
-    async def spy(worker_id: str, **kwargs: Any) -> list[Claimed]:
-        limits.append(kwargs["limit"])
-        return await claim(worker_id, **kwargs)
-
-    store.claim = spy  # type: ignore[method-assign]
-    await asyncio.wait_for(processor.run_worker(concurrency=4, burst=True), 10)
-    assert (await processor.stats()).by_status == {"finished": 20}
-    assert limits
-    assert max(limits) == 2
 
 
 async def test_burst_mode_drains_and_returns(processor: JobProcessor) -> None:

@@ -84,7 +84,6 @@ class Worker:
             raise ValueError("tags=[] would take no job: pass None to take every job")
         self._processor = processor
         self.concurrency = concurrency
-        self._claim_size = max(1, concurrency // 2)
         self.tags: tuple[str, ...] | None = (
             tuple(tags) if tags is not None else processor.worker_tags
         )
@@ -274,13 +273,8 @@ class Worker:
                 continue
             assert self._wake is not None
             self._wake.clear()
-            # At most half the slots per claim: the next claim is then in the store while
-            # the jobs just started run (and their outcomes are written), instead of the
-            # loop and the store taking turns. Claimed jobs start at once, so no lease is
-            # held by a job that waits for a slot.
-            limit = min(free, self._claim_size)
-            count = await self._claim_safely(limit)
-            if count == limit:
+            count = await self._claim_safely(free)
+            if count == free:
                 continue  # more may be due: claim again as soon as slots free up
             if self._burst and count == 0 and not self._jobs.active:
                 return
