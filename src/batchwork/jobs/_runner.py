@@ -129,9 +129,12 @@ class Execution:
         if self.signal.cancelled:  # set before the run started (e.g. at shutdown)
             self._grace_timer = self._loop.call_later(self._grace, self._hard_stop)
         try:
-            value = await call_maybe_async(
-                self._call, executor=self._executor, is_async=self._is_async
-            )
+            if self._is_async:  # the common case, without one more coroutine per run
+                value = await self._call()
+            else:
+                value = await call_maybe_async(
+                    self._call, executor=self._executor, is_async=self._is_async
+                )
         except asyncio.CancelledError:
             if not self._hard_stopped:
                 raise
