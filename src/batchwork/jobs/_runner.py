@@ -27,6 +27,8 @@ _UNWIND_WAIT = 1.0
 
 Definition = JobDef | CronDef
 
+_RETURNED_NOTHING = RunReport(RunEnd.RETURNED)
+
 
 def handler_call(job: Job, definition: Definition, signal: Signal) -> Callable[[], Any]:
     """The zero-argument call of a handler: ``(job, signal)`` for jobs, ``(signal)`` for
@@ -147,6 +149,9 @@ class Execution:
                 self._uncancel()
         if self._hard_stopped:  # it swallowed the cancellation and returned: still stopped
             return self._report(RunEnd.STOPPED)
+        if value is None and self.signal.reason is None and self.max_runtime is None:
+            self.reported = True
+            return _RETURNED_NOTHING  # the common case, without building a report
         return self._report(RunEnd.RETURNED, value=value)
 
     def _report(self, end: RunEnd, *, value: Any = None, error: Any = None) -> RunReport:

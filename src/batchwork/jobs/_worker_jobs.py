@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchwork._batcher import Batcher
 
-from ._model import Claimed, JobStatus, Outcome
+from ._model import Claimed, Outcome
 from ._policy import RunEnd, RunReport, decide, unknown_job_error
 from ._runner import (
     Definition,
@@ -213,7 +213,7 @@ class RunningJobs:
         if active.lost or not decision.write:
             return None
         duration = asyncio.get_running_loop().time() - active.started
-        status = JobStatus(decision.status)
+        status = decision.status
         # Without a definition here, another worker may know a hook: leave it due.
         has_hook = definition is None or getattr(definition, "on_exit", None) is not None
         return Outcome(
