@@ -231,7 +231,12 @@ class RunningJobs:
 
     def _written(self, outcome: Outcome, result: bool | BaseException) -> None:
         """The group writer's answer for one outcome (a callback: no task waits on it)."""
-        active = self.active[outcome.job_id]  # it stays active until this answer
+        active = self.active.get(outcome.job_id)
+        if active is None or active.claimed.lease != outcome.lease:
+            # Recovered meanwhile and taken again by this worker: the entry is the new
+            # run's, and this run's outcome was fenced.
+            self._count(outcome, result is True)
+            return
         if isinstance(result, asyncio.CancelledError):  # the loop is going away
             self._done(active)
             return
@@ -299,7 +304,9 @@ class RunningJobs:
         # cycle a job's objects are freed now rather than by the cyclic GC, whose passes
         # over hundreds of thousands of such objects cost a drain a quarter of its time.
         active.execution = None
-        self.active.pop(active.claimed.job.id, None)
+        job_id = active.claimed.job.id
+        if self.active.get(job_id) is active:  # not a later run of the same job
+            del self.active[job_id]
         self.processor._job_changed()
         if not self.active:
             self.on_slot_freed()  # a burst worker may now see that all is done
