@@ -300,9 +300,9 @@ class RunningJobs:
         await self._hooks_done.submit(job.id)
 
     def _done(self, active: _Active) -> None:
-        # The execution points back at ``active`` (its abandon callback): without that
-        # cycle a job's objects are freed now rather than by the cyclic GC, whose passes
-        # over hundreds of thousands of such objects cost a drain a quarter of its time.
+        # Breaks the cycle active -> execution -> abandon callback -> active, so a job's
+        # objects are freed now rather than by the cyclic GC, whose passes over hundreds
+        # of thousands of them cost a busy worker a good part of its time.
         active.execution = None
         job_id = active.claimed.job.id
         if self.active.get(job_id) is active:  # not a later run of the same job
