@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from batchwork.errors import StoreError
 from batchwork.jobs import Job, JobDef, JobProcessor, JobStatus, Signal, Worker
+from batchwork.jobs._model import Outcome
 
 from .apps.support import wait_until
 from .clock import ManualClock
@@ -555,3 +558,109 @@ async def test_sync_producer_thread_wakes_a_worker_in_another_loop(
         await run
     assert value == 49
     assert took < 5  # woken across loops, not by the 60 s poll
+
+
+# -- outcome writes -----------------------------------------------------------------
+async def test_outcomes_say_whether_the_job_has_an_exit_hook(processor: JobProcessor) -> None:
+    @processor.job()
+    async def plain(job: Job, signal: Signal) -> None:
+        return None
+
+    @processor.job()
+    async def hooked(job: Job, signal: Signal) -> None:
+        return None
+
+    @hooked.on_exit
+    async def after(job: Job) -> None:
+        return None
+
+    unknown_id = await processor.enqueue("registered_elsewhere")
+    plain_id, hooked_id = await plain.enqueue(), await hooked.enqueue()
+    store = await processor._ready_store()
+    complete = store.complete
+    written: dict[int, Outcome] = {}
+
+    async def spy(worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        written.update((outcome.job_id, outcome) for outcome in outcomes)
+        return await complete(worker_id, outcomes)
+
+    store.complete = spy  # type: ignore[method-assign]
+    async with Worker(processor) as worker:
+        assert await worker.drain() == 3
+    assert not written[plain_id].has_exit_hook
+    assert (written[hooked_id].has_exit_hook, written[hooked_id].run_exit_hook) == (True, True)
+    # Another worker may have the hook this one does not know of: it stays due.
+    assert (written[unknown_id].has_exit_hook, written[unknown_id].run_exit_hook) == (True, False)
+
+
+async def test_an_outcome_the_store_failed_to_write_is_written_again(
+    processor: JobProcessor,
+) -> None:
+    hooks: list[str] = []
+
+    @processor.job()
+    async def once(job: Job, signal: Signal) -> str:
+        return "done"
+
+    @once.on_exit
+    async def after(job: Job) -> None:
+        hooks.append(job.result)
+
+    job_id = await once.enqueue()
+    store = await processor._ready_store()
+    complete = store.complete
+    failures = [StoreError("the disk hiccuped")]
+
+    async def flaky(worker_id: str, outcomes: Sequence[Outcome]) -> set[int]:
+        if failures:
+            raise failures.pop()
+        return await complete(worker_id, outcomes)
+
+    store.complete = flaky  # type: ignore[method-assign]
+    async with Worker(processor) as worker:
+        assert await worker.drain() == 1
+        assert worker.stats.ended == {"finished": 1}
+    assert not failures
+    job = await processor.get(job_id)
+    assert (job.status, job.result) == (JobStatus.FINISHED, "done")
+    assert hooks == ["done"]
+
+
+# -- the signal ---------------------------------------------------------------------
+async def test_signal_wait_blocking_after_and_before_set() -> None:
+    signal = Signal()
+    assert not await asyncio.to_thread(signal.wait_blocking, 0.01)  # not set: times out
+    waiting = asyncio.ensure_future(asyncio.to_thread(signal.wait_blocking, 10))
+    await asyncio.sleep(0.05)
+    signal.set("cancelled")
+    assert await waiting
+    assert signal.wait_blocking(0)  # already set: at once
+    signal.set("shutdown")
+    assert signal.reason == "cancelled"  # the first reason wins
+
+
+# -- memory -------------------------------------------------------------------------
+async def test_a_finished_job_leaves_almost_nothing_to_the_cyclic_gc(
+    processor: JobProcessor,
+) -> None:
+    """A job's objects (record, signal, execution, task) are freed when it ends, not
+    left in reference cycles whose collection would cost a busy worker much of its time."""
+
+    @processor.job()
+    async def noop(job: Job, signal: Signal) -> None:
+        return None
+
+    async def cyclic_garbage(jobs: int) -> int:
+        await processor.enqueue_many("noop", list(range(jobs)))
+        gc.collect()
+        gc.disable()
+        try:
+            async with Worker(processor, concurrency=8) as worker:
+                assert await worker.drain() == jobs
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    few, many = await cyclic_garbage(10), await cyclic_garbage(60)
+    # The outcome batcher's own per-batch cycle still holds about three objects per job.
+    assert (many - few) / 50 < 5

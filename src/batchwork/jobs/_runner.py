@@ -27,6 +27,8 @@ _UNWIND_WAIT = 1.0
 
 Definition = JobDef | CronDef
 
+_RETURNED_NOTHING = RunReport(RunEnd.RETURNED)
+
 
 def handler_call(job: Job, definition: Definition, signal: Signal) -> Callable[[], Any]:
     """The zero-argument call of a handler: ``(job, signal)`` for jobs, ``(signal)`` for
@@ -129,9 +131,12 @@ class Execution:
         if self.signal.cancelled:  # set before the run started (e.g. at shutdown)
             self._grace_timer = self._loop.call_later(self._grace, self._hard_stop)
         try:
-            value = await call_maybe_async(
-                self._call, executor=self._executor, is_async=self._is_async
-            )
+            if self._is_async:  # the common case, without one more coroutine per run
+                value = await self._call()
+            else:
+                value = await call_maybe_async(
+                    self._call, executor=self._executor, is_async=self._is_async
+                )
         except asyncio.CancelledError:
             if not self._hard_stopped:
                 raise
@@ -144,6 +149,9 @@ class Execution:
                 self._uncancel()
         if self._hard_stopped:  # it swallowed the cancellation and returned: still stopped
             return self._report(RunEnd.STOPPED)
+        if value is None and self.signal.reason is None and self.max_runtime is None:
+            self.reported = True
+            return _RETURNED_NOTHING  # the common case, without building a report
         return self._report(RunEnd.RETURNED, value=value)
 
     def _report(self, end: RunEnd, *, value: Any = None, error: Any = None) -> RunReport:

@@ -8,6 +8,10 @@ from typing import Literal
 
 SignalReason = Literal["cancelled", "max_runtime", "shutdown", "lease_lost"]
 
+# Guards the lazy creation of a signal's thread event against a concurrent ``set``: one
+# lock for every signal, as a ``threading.Event`` per job costs more than the no-op job.
+_THREAD_EVENT_LOCK = threading.Lock()
+
 
 class Signal:
     """Tells a running handler to stop: ``cancelled``, ``reason`` and ``await wait()``.
@@ -35,7 +39,7 @@ class Signal:
 
     def __init__(self) -> None:
         self._reason: SignalReason | None = None
-        self._thread_event = threading.Event()
+        self._thread_event: threading.Event | None = None
         self._async_event: asyncio.Event | None = None
 
     @property
@@ -59,13 +63,22 @@ class Signal:
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
         """Block the calling thread until the signal is set (for sync handlers)."""
-        return self._thread_event.wait(timeout)
+        with _THREAD_EVENT_LOCK:
+            if self._reason is not None:
+                return True
+            if self._thread_event is None:
+                self._thread_event = threading.Event()
+            event = self._thread_event
+        return event.wait(timeout)
 
     def set(self, reason: SignalReason) -> None:
         """Ask the handler to stop (the first reason wins). Call from the worker's loop."""
         if self._reason is not None:
             return
         self._reason = reason
-        self._thread_event.set()
+        with _THREAD_EVENT_LOCK:
+            event = self._thread_event
+        if event is not None:
+            event.set()
         if self._async_event is not None:
             self._async_event.set()

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from batchwork._batcher import Batcher
 
-from ._model import Claimed, JobStatus, Outcome
-from ._policy import Decision, RunEnd, RunReport, decide, unknown_job_error
+from ._model import Claimed, Outcome
+from ._policy import RunEnd, RunReport, decide, unknown_job_error
 from ._runner import (
     Definition,
     Execution,
@@ -163,10 +163,11 @@ class RunningJobs:
                 report = RunReport(RunEnd.NO_HANDLER, value=unknown_job_error(name, known))
             else:
                 report = await active.execution.run()
-            if not active.ended:  # else it was abandoned and already ended
-                await self._end(active, report)
         except Exception:
             self.logger.exception("job %s: the worker failed to end it", active.claimed.job.id)
+            return
+        if not active.ended:  # else it was abandoned and already ended
+            self._end(active, report)
 
     def _abandoned(self, active: _Active, report: RunReport) -> None:
         self.logger.error(
@@ -174,26 +175,28 @@ class RunningJobs:
             active.claimed.job.id,
             active.claimed.job.name,
         )
-        finisher = asyncio.ensure_future(self._end(active, report))
-        self._finishers.add(finisher)
-        finisher.add_done_callback(self._finishers.discard)
+        self._end(active, report)
 
-    async def _end(self, active: _Active, report: RunReport) -> None:
+    def _end(self, active: _Active, report: RunReport) -> None:
+        """Free the slot and hand the outcome to the group writer; the job stays active
+        (its lease renewed) until the write is answered (see :meth:`_written`)."""
         active.ended = True
         self.busy -= 1
         self.on_slot_freed()
-        loop = asyncio.get_running_loop()
         try:
-            await self._finish(active, report, loop.time() - active.started)
-        finally:
-            self.active.pop(active.claimed.job.id, None)
-            self.processor._job_changed()
-            if not self.active:
-                self.on_slot_freed()  # a burst worker may now see that all is done
-                if self._idle is not None:
-                    self._idle.set()
+            outcome = self._outcome(active, report)
+            if outcome is None:
+                self.lost += 1
+                self._done(active)
+                return
+            assert self._completions is not None
+            self._completions.put(outcome, callback=self._written)
+        except Exception:
+            self.logger.exception("job %s: the worker failed to end it", active.claimed.job.id)
+            self._done(active)
 
-    async def _finish(self, active: _Active, report: RunReport, duration: float) -> None:
+    def _outcome(self, active: _Active, report: RunReport) -> Outcome | None:
+        """What to write for a run (``None``: nothing, the lease was lost)."""
         job = active.claimed.job
         definition = active.definition
         now = self.now()
@@ -208,35 +211,112 @@ class RunningJobs:
             now=now,
         )
         if active.lost or not decision.write:
-            self.lost += 1
-            return
-        hook = getattr(definition, "on_exit", None)
-        outcome = _outcome(active.claimed, decision, now, duration, hook is not None)
-        if await self._write(outcome) and hook is not None and outcome.run_exit_hook:
-            await run_exit_hook(
-                hook, ended_record(job, outcome), self.logger, executor=self._hook_executor
-            )
-            assert self._hooks_done is not None
-            await self._hooks_done.submit(job.id)
+            return None
+        duration = asyncio.get_running_loop().time() - active.started
+        status = decision.status
+        # Without a definition here, another worker may know a hook: leave it due.
+        has_hook = definition is None or getattr(definition, "on_exit", None) is not None
+        return Outcome(
+            job_id=job.id,
+            lease=active.claimed.lease,
+            status=status,
+            ended_at=now,
+            duration=duration,
+            result_json=decision.result_json,
+            error=decision.error,
+            retry_at=decision.retry_at,
+            run_exit_hook=definition is not None and has_hook and status.ended,
+            has_exit_hook=has_hook,
+        )
 
-    async def _write(self, outcome: Outcome) -> bool:
+    def _written(self, outcome: Outcome, result: bool | BaseException) -> None:
+        """The group writer's answer for one outcome (a callback: no task waits on it)."""
+        active = self.active.get(outcome.job_id)
+        if active is None or active.claimed.lease != outcome.lease:
+            # Recovered meanwhile and taken again by this worker: the entry is the new
+            # run's, and this run's outcome was fenced.
+            self._count(outcome, result is True)
+            return
+        if isinstance(result, asyncio.CancelledError):  # the loop is going away
+            self._done(active)
+            return
+        if isinstance(result, BaseException):
+            # Rare (the store failed): retry, up to a lease timeout, in a task.
+            self._spawn(self._write_again(active, outcome, result))
+            return
+        self._count(outcome, result)
+        if result and outcome.run_exit_hook:
+            self._spawn(self._exit_hook(active, outcome))
+        else:
+            self._done(active)
+
+    def _count(self, outcome: Outcome, written: bool) -> None:
+        if written:
+            self.ended[outcome.status] += 1
+        else:
+            self.lost += 1  # fenced: the job was recovered or cancelled meanwhile
+
+    async def _write_again(self, active: _Active, outcome: Outcome, error: BaseException) -> None:
+        try:
+            written = await self._write(outcome, error)
+            if written and outcome.run_exit_hook:
+                await self._run_exit_hook(active, outcome)
+        finally:
+            self._done(active)
+
+    async def _write(self, outcome: Outcome, error: BaseException) -> bool:
         assert self._completions is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.processor.lease_timeout
         while True:
+            if loop.time() >= deadline:
+                self.logger.error(
+                    "outcome of job %s could not be written", outcome.job_id, exc_info=error
+                )
+                return False
+            await asyncio.sleep(_WRITE_RETRY_WAIT)
             try:
                 written = await self._completions.submit(outcome)
-            except Exception:
-                if loop.time() >= deadline:
-                    self.logger.exception("outcome of job %s could not be written", outcome.job_id)
-                    return False
-                await asyncio.sleep(_WRITE_RETRY_WAIT)
+            except Exception as exc:
+                error = exc
                 continue
-            if written:
-                self.ended[outcome.status] += 1
-            else:
-                self.lost += 1  # fenced: the job was recovered or cancelled meanwhile
+            self._count(outcome, written)
             return written
+
+    async def _exit_hook(self, active: _Active, outcome: Outcome) -> None:
+        try:
+            await self._run_exit_hook(active, outcome)
+        finally:
+            self._done(active)
+
+    async def _run_exit_hook(self, active: _Active, outcome: Outcome) -> None:
+        hook = getattr(active.definition, "on_exit", None)
+        assert hook is not None
+        job = active.claimed.job
+        await run_exit_hook(
+            hook, ended_record(job, outcome), self.logger, executor=self._hook_executor
+        )
+        assert self._hooks_done is not None
+        await self._hooks_done.submit(job.id)
+
+    def _done(self, active: _Active) -> None:
+        # Breaks the cycle active -> execution -> abandon callback -> active, so a job's
+        # objects are freed now rather than by the cyclic GC, whose passes over hundreds
+        # of thousands of them cost a busy worker a good part of its time.
+        active.execution = None
+        job_id = active.claimed.job.id
+        if self.active.get(job_id) is active:  # not a later run of the same job
+            del self.active[job_id]
+        self.processor._job_changed()
+        if not self.active:
+            self.on_slot_freed()  # a burst worker may now see that all is done
+            if self._idle is not None:
+                self._idle.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
 
     async def _write_outcomes(self, outcomes: list[Outcome]) -> dict[int, bool]:
         written = await self.store().complete(self.worker_id(), outcomes)
@@ -249,23 +329,6 @@ class RunningJobs:
     async def run_hook(self, hook: Any, job: Any) -> None:
         """Run an exit hook on this worker's hook threads (for recovered jobs too)."""
         await run_exit_hook(hook, job, self.logger, executor=self._hook_executor)
-
-
-def _outcome(
-    claimed: Claimed, decision: Decision, now: datetime, duration: float, has_hook: bool
-) -> Outcome:
-    status = JobStatus(decision.status)
-    return Outcome(
-        job_id=claimed.job.id,
-        lease=claimed.lease,
-        status=status,
-        ended_at=now,
-        duration=duration,
-        result_json=decision.result_json,
-        error=decision.error,
-        retry_at=decision.retry_at,
-        run_exit_hook=has_hook and status.ended,
-    )
 
 
 def _outcome_id(outcome: Outcome) -> int:
