@@ -365,6 +365,7 @@ class Group:
         """A batch left the batch function: free its slot and start what is due."""
         self.running -= 1
         self.inflight.remove(batch)
+        batch.entries = []  # each entry points at its batch: free them now, not by the GC
         if self.queue:
             self.pump()
         elif not self.listed and not self.running:
