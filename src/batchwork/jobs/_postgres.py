@@ -244,7 +244,7 @@ class PostgresStore:
         Example::
 
             async with await psycopg.AsyncConnection.connect(dsn) as conn:
-                await conn.query("INSERT INTO orders ...")
+                await conn.execute("INSERT INTO orders ...")
                 await store.enqueue([job], now=store.now(), connection=conn)
             # committed: the job and the order exist together
         """

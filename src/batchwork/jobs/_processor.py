@@ -455,8 +455,10 @@ class JobProcessor:
             await worker.run()
         finally:
             # A connection pool left open when the loop ends can hang asyncio.run: a pool
-            # task busy connecting swallows the cancellation of the loop's shutdown.
-            await self.close()
+            # task busy connecting swallows the cancellation of the loop's shutdown. Not
+            # while another worker or an inline run still uses the store, though.
+            if not self._workers and not self._inline_runs:
+                await self.close()
 
     @property
     def sync(self) -> SyncJobProcessor:
