@@ -70,3 +70,20 @@ async def test_a_cancelled_enqueue_stores_all_of_its_batch_or_none(
         # the store still works for the next call
         [job_id] = await add(store, clock, new_job(clock.now(), "after"))
         assert (await store.get(job_id)).name == "after"
+
+
+async def test_a_batch_of_alike_ends_with_one_stale_lease_writes_the_others(
+    store: Store, clock: ManualClock
+) -> None:
+    ids = await add(store, clock, *(new_job(clock.now(), f"j{i}") for i in range(5)))
+    await store.register_worker(worker(clock))
+    claimed = {c.job.id: c for c in await claim_all(store, clock)}
+    # every end shares status, result, error and hook: one document of id, lease, end
+    outcomes = [outcome(claimed[job_id], clock) for job_id in ids]
+    outcomes[3] = outcome(claimed[ids[3]], clock, lease="stale")
+    assert await store.complete("w1", outcomes) == set(ids) - {ids[3]}
+    assert (await store.get(ids[3])).status is JobStatus.RUNNING
+    assert [(await store.get(i)).status for i in ids].count(JobStatus.FINISHED) == 4
+    # a duplicate outcome for one job is written once
+    again = [outcome(claimed[ids[3]], clock), outcome(claimed[ids[3]], clock)]
+    assert await store.complete("w1", again) == {ids[3]}
