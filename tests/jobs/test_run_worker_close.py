@@ -11,10 +11,6 @@ import pytest
 from batchwork.jobs import Job, JobProcessor, Signal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_worker's close() closes the loop's store under a second worker still using it",
-)
 async def test_a_returning_worker_leaves_the_other_workers_store_open(store_url: str) -> None:
     if store_url.startswith("postgres"):
         # Two workers of one process on one PostgreSQL store: one declares the other dead
@@ -49,10 +45,6 @@ async def test_a_returning_worker_leaves_the_other_workers_store_open(store_url:
         await processor.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_worker's close() closes the loop's store under an inline run still using it",
-)
 async def test_a_returning_worker_leaves_an_inline_runs_store_open(store_url: str) -> None:
     processor = JobProcessor(
         store_url, heartbeat_interval=0.2, lease_timeout=5.0, shutdown_grace=0.2
