@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -152,3 +153,30 @@ async def test_sqlite_closed_store_refuses_enqueues(tmp_path: Path, clock: Manua
     with pytest.raises(StoreError, match="not open"):
         await store.enqueue([new_job(clock.now())], now=clock.now())
     assert store.stats.inline_transactions == 0
+
+
+async def test_sqlite_a_posted_call_runs_outside_the_group_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "posted.db"
+    thread = _sqlite_thread.ConnectionThread(
+        "writer", lambda: sqlite3.connect(path, isolation_level=None), on_commit=None
+    )
+    thread.start()
+    try:
+        gate = threading.Event()
+        seen: list[bool] = []
+        # The first call holds the thread, so the next write and the posted call queue up
+        # behind it and are taken as one group.
+        blocker = asyncio.ensure_future(thread.call(lambda conn: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        write = asyncio.ensure_future(
+            thread.call(lambda conn: conn.execute("CREATE TABLE t (x)"), write=True)
+        )
+        thread.post(lambda conn: seen.append(conn.in_transaction))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        await write
+        await thread.call(lambda conn: None)  # the posted call ran before this one
+        assert seen == [False]
+    finally:
+        thread.stop()

@@ -186,12 +186,20 @@ class ConnectionThread:
                     break
                 assert isinstance(item, _Call)
                 calls.append(item)
+            self.calls += len(calls)
             self._run_group(conn, calls)
             if stop:
                 return
 
     def _run_group(self, conn: sqlite3.Connection, calls: list[_Call]) -> None:
-        self.calls += len(calls)
+        if len(calls) > 1 and any(call.loop is None for call in calls):
+            # Posted housekeeping runs after the group's transaction: SQLite refuses a
+            # checkpoint inside one.
+            self._run_group(conn, [call for call in calls if call.loop is not None])
+            for call in calls:
+                if call.loop is None:
+                    _run_one(conn, call)
+            return
         if not any(call.write for call in calls):
             _answer([_run_one(conn, call) for call in calls])
             return
