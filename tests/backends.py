@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 POSTGRES_DSN_VARIABLE = "BATCHWORK_TEST_POSTGRES_DSN"
+# PostgreSQL-only tests run in CI and never skip: without the variable, the loopback server.
+POSTGRES_DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def backends() -> list[str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -26,21 +25,10 @@ from batchwork.jobs._postgres_conn import Conn
 from batchwork.jobs._postgres_rows import outcome_params
 from batchwork.jobs._store import store_from_url
 
-from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
+from ..backends import POSTGRES_DSN as DSN
+from ..backends import postgres_url
 from .clock import ManualClock
 from .store_helpers import new_job, outcome, worker
-
-# PostgreSQL tests run in CI and never skip: without the variable, use the loopback server.
-DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"bw_{uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_postgres_schema(DSN, name)
 
 
 @pytest.fixture

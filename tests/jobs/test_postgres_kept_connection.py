@@ -5,10 +5,8 @@ for it."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
 import psycopg
 import pytest
@@ -17,19 +15,9 @@ from batchwork.errors import JobNotFound, StoreError
 from batchwork.jobs._postgres import PostgresStore
 from batchwork.jobs._postgres_conn import Conn
 
-from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
+from ..backends import POSTGRES_DSN as DSN
+from ..backends import postgres_url
 from .store_helpers import new_job
-
-DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"bw_{uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_postgres_schema(DSN, name)
 
 
 @pytest.fixture

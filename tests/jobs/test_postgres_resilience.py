@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from collections.abc import Iterator
 from uuid import uuid4
 
 import psycopg
@@ -17,21 +15,12 @@ from batchwork.errors import StoreError
 from batchwork.jobs._model import JobStatus
 from batchwork.jobs._postgres import PostgresStore
 
-from ..backends import POSTGRES_DSN_VARIABLE, drop_postgres_schema, postgres_url
+from ..backends import POSTGRES_DSN as DSN
+from ..backends import postgres_url
 from .clock import ManualClock
 from .store_helpers import new_job, outcome, worker
 
-DSN = os.environ.get(POSTGRES_DSN_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/test"
 JOBS = 400
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"bw_{uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        drop_postgres_schema(DSN, name)
 
 
 async def _terminate(app: str, times: int, stop: asyncio.Event) -> int:
