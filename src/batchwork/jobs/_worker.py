@@ -272,7 +272,12 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        task = asyncio.current_task()
         while not self._stopping:
+            if task is not None and task.cancelling():
+                # A store call swallowed the cancellation (psycopg_pool's wait_for on
+                # Python 3.11): it still counts.
+                raise asyncio.CancelledError
             free = self._jobs.room()
             if free <= 0:
                 await self._wait_for_slot()

@@ -1,5 +1,6 @@
-"""The worker under a slow or misbehaving store: the backlog of unwritten outcomes is
-bounded, and a background loop whose store call swallows its cancellation still stops."""
+"""The worker over a stalled store: the backlog of unwritten outcomes is bounded, and a
+store call that swallows a cancellation (a background loop's, or the claim's when the
+worker is cancelled) does not keep the worker from stopping."""
 
 from __future__ import annotations
 
@@ -126,3 +127,37 @@ async def test_a_loop_whose_store_call_swallows_its_cancel_still_stops(
     worker.stop()
     await asyncio.wait_for(run, 10)
     assert swallowed
+
+
+async def test_a_claim_that_swallows_the_cancel_of_run_still_stops_the_worker(
+    processor: JobProcessor,
+) -> None:
+    """The swallowed cancellation still counts: ``run`` shuts down and raises it."""
+    store = await processor._ready_store()
+    claim = store.claim
+    calls = 0
+    swallowed = False
+
+    async def stalls_then_swallows(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls, swallowed
+        calls += 1
+        if not swallowed:
+            try:
+                await asyncio.Event().wait()  # no connection comes until the cancel
+            except asyncio.CancelledError:
+                swallowed = True
+        return await claim(*args, **kwargs)
+
+    store.claim = stalls_then_swallows  # type: ignore[method-assign]
+    worker = Worker(processor, concurrency=1)
+    run = asyncio.ensure_future(worker.run())
+
+    async def stalled() -> bool:
+        return calls > 0
+
+    await wait_until(stalled)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 10)
+    assert swallowed
+    assert await processor.workers() == []  # shut down and unregistered
