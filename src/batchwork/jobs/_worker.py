@@ -1,9 +1,11 @@
 """The worker: claims due jobs in batches, runs them, writes their outcomes in batches.
 
-One asyncio task claims (one short transaction for up to ``free slots`` jobs) and starts
-one task per job; a group writer commits every outcome that is ready in one ``complete``
-transaction; a heartbeat task renews the lease and picks up remote cancellations; a
-maintenance task recovers crashed workers' jobs and runs due ``on_exit`` hooks.
+One asyncio task claims (one short transaction for up to ``free slots`` jobs; none while
+too many ended jobs await their outcome's write) and starts one task per job; a group
+writer commits every outcome that is ready in one ``complete`` transaction; a heartbeat
+task renews the lease and picks up remote cancellations; a maintenance task recovers
+crashed workers' jobs and runs due ``on_exit`` hooks. At shutdown the background loops
+are stopped by a flag as well as a cancel (a store call may swallow the cancel).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import signal as signals
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _EXIT_HOOK_BATCH = 100
+# At shutdown, a background loop still running this long after its cancel is cancelled again.
+_RECANCEL_AFTER = 1.0
+# Claims pause while more than this many ended jobs per slot await their outcome's write:
+# claims can outrun the writes, and each such job keeps its lease (and would run again if
+# this worker crashed).
+_BACKLOG_PER_SLOT = 4
 # Wake a little after a cron tick rather than a hair before it.
 _TICK_SLACK = 0.002
 
@@ -97,6 +105,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._slot_freed: asyncio.Event | None = None
         self._stopping = False
+        self._halted = False
         self._started = False
         self._closed = False
         self._registered = False
@@ -106,6 +115,7 @@ class Worker:
         self._jobs = RunningJobs(
             processor,
             concurrency,
+            backlog=_BACKLOG_PER_SLOT * concurrency,
             worker_id=lambda: self.id,
             store=self._ready,
             now=self._now,
@@ -142,12 +152,13 @@ class Worker:
         cancelled = False
         await self.start()
         removers = self._install_signal_handlers() if self._handle_signals else []
+        interval = self._processor.heartbeat_interval
         background = [
-            asyncio.ensure_future(self._heartbeat_loop()),
-            asyncio.ensure_future(self._maintenance_loop()),
+            asyncio.ensure_future(self._repeat(self._heartbeat_step, interval)),
+            asyncio.ensure_future(self._repeat(self._maintenance_step, 0.0)),
         ]
         if self._cron is not None:
-            background.append(asyncio.ensure_future(self._cron_loop()))
+            background.append(asyncio.ensure_future(self._repeat(self._cron_step, 0.0)))
         try:
             await self._claim_loop()
         except asyncio.CancelledError:
@@ -160,9 +171,7 @@ class Worker:
         finally:
             for remove in removers:
                 remove()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await self._halt(background)
             await self.close()
         if cancelled:
             raise asyncio.CancelledError
@@ -263,8 +272,13 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------
     async def _claim_loop(self) -> None:
+        task = asyncio.current_task()
         while not self._stopping:
-            free = self.concurrency - self._jobs.busy
+            if task is not None and task.cancelling():
+                # A store call swallowed the cancellation (psycopg_pool's wait_for on
+                # Python 3.11): it still counts.
+                raise asyncio.CancelledError
+            free = self._jobs.room()
             if free <= 0:
                 await self._wait_for_slot()
                 continue
@@ -283,7 +297,7 @@ class Worker:
     async def _wait_for_slot(self) -> None:
         assert self._slot_freed is not None
         self._slot_freed.clear()
-        if self._jobs.busy >= self.concurrency and not self._stopping:
+        if self._jobs.room() <= 0 and not self._stopping:
             await self._slot_freed.wait()
         # Let the other jobs that end in this same loop pass free their slots too, so
         # that one claim takes many jobs instead of one.
@@ -333,10 +347,33 @@ class Worker:
                 self._logger.warning("worker %s: waiting for work failed: %r", self.id, waiter)
 
     # -- heartbeat, recovery, exit hooks ------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._processor.heartbeat_interval)
-            await self._heartbeat()
+    async def _repeat(self, step: Callable[[], Awaitable[float]], delay: float) -> None:
+        """A background loop: after ``delay``, ``step`` (which returns the next delay) until
+        :meth:`_halt`. The flag is checked after each step because a store call can swallow
+        the cancellation (psycopg_pool's ``wait_for`` on Python 3.11, when a connection is
+        handed over just as it lands) and the loop must not go on after it."""
+        while not self._halted:
+            await asyncio.sleep(delay)
+            delay = await step()
+
+    async def _halt(self, tasks: Sequence[asyncio.Future[None]]) -> None:
+        """Stop the background loops: set the flag, then cancel each until it is done (a
+        swallowed cancellation ends the loop at its next check, or at the next cancel)."""
+        self._halted = True
+        pending = {task for task in tasks if not task.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=_RECANCEL_AFTER)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                self._logger.error(
+                    "worker %s: a background loop failed", self.id, exc_info=task.exception()
+                )
+
+    async def _heartbeat_step(self) -> float:
+        await self._heartbeat()
+        return self._processor.heartbeat_interval
 
     async def _heartbeat(self) -> None:
         store = self._ready()
@@ -394,23 +431,21 @@ class Worker:
         self._last_beat = asyncio.get_running_loop().time()
         self._notify()
 
-    async def _maintenance_loop(self) -> None:
-        while True:
-            try:
-                await self._recover(self._now())
-            except Exception:
-                self._logger.exception("worker %s: recovery pass failed", self.id)
-            await asyncio.sleep(self._processor.heartbeat_interval)
+    async def _maintenance_step(self) -> float:
+        try:
+            await self._recover(self._now())
+        except Exception:
+            self._logger.exception("worker %s: recovery pass failed", self.id)
+        return self._processor.heartbeat_interval
 
-    async def _cron_loop(self) -> None:
+    async def _cron_step(self) -> float:
         # Sleeps until the next tick (or a heartbeat interval, to notice a changed store).
-        while True:
-            try:
-                wake_at = await self._cron_pass(self._now())
-            except Exception:
-                self._logger.exception("worker %s: cron pass failed", self.id)
-                wake_at = None
-            await asyncio.sleep(self._cron_wait(wake_at))
+        try:
+            wake_at = await self._cron_pass(self._now())
+        except Exception:
+            self._logger.exception("worker %s: cron pass failed", self.id)
+            wake_at = None
+        return self._cron_wait(wake_at)
 
     def _cron_wait(self, wake_at: datetime | None) -> float:
         limit = self._processor.heartbeat_interval

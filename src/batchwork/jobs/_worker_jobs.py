@@ -56,11 +56,14 @@ class RunningJobs:
     """Runs claimed jobs for one worker (see the module docstring).
 
     ``worker_id``, ``store`` and ``now`` are read through callables because a worker that
-    lost its lease re-registers under a new id.
+    lost its lease re-registers under a new id. ``backlog``: how many ended jobs may await
+    their outcome's write (or exit hook) before :meth:`room` says claim nothing: they keep
+    their leases, and a crash of this worker would run them again.
     """
 
     processor: JobProcessor
     concurrency: int
+    backlog: int
     worker_id: Callable[[], str]
     store: Callable[[], Store]
     now: Callable[[], datetime]
@@ -93,6 +96,13 @@ class RunningJobs:
         )
 
     # -- control -------------------------------------------------------------------
+    def room(self) -> int:
+        """How many jobs to claim now: the free slots, none while too many outcomes are
+        unwritten; ``on_slot_freed`` is called when this may have grown from 0."""
+        if len(self.active) - self.busy > self.backlog:
+            return 0
+        return self.concurrency - self.busy
+
     def start(self, claimed: Claimed) -> None:
         """Start one claimed job now (a claim is a start)."""
         job = claimed.job
@@ -182,7 +192,8 @@ class RunningJobs:
         (its lease renewed) until the write is answered (see :meth:`_written`)."""
         active.ended = True
         self.busy -= 1
-        self.on_slot_freed()
+        if len(self.active) - self.busy <= self.backlog:
+            self.on_slot_freed()
         try:
             outcome = self._outcome(active, report)
             if outcome is None:
@@ -312,6 +323,8 @@ class RunningJobs:
             self.on_slot_freed()  # a burst worker may now see that all is done
             if self._idle is not None:
                 self._idle.set()
+        elif self.busy < self.concurrency and len(self.active) - self.busy == self.backlog:
+            self.on_slot_freed()  # the backlog of unwritten outcomes no longer stops claims
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
