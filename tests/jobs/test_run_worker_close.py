@@ -6,16 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import pytest
-
 from batchwork.jobs import Job, JobProcessor, Signal
 
 
 async def test_a_returning_worker_leaves_the_other_workers_store_open(store_url: str) -> None:
-    if store_url.startswith("postgres"):
-        # Two workers of one process on one PostgreSQL store: one declares the other dead
-        # within a second, before and after the reviewed changes (a separate issue).
-        pytest.skip("two workers in one loop on PostgreSQL: see the review report")
     processor = JobProcessor(
         store_url, heartbeat_interval=0.2, lease_timeout=5.0, shutdown_grace=0.2
     )
