@@ -51,6 +51,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_jobs import stop
+
 CRONS = 1_000
 PASSES = 60  # simulated seconds: a whole minute, so the mean holds one minute boundary
 # 22:59:45 UTC: the window crosses 23:00 UTC (every minute and hourly crons, Paris's
@@ -237,15 +239,6 @@ def wait_ready(ready: Path, proc: subprocess.Popen[bytes]) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("worker not ready after 60 s")
         time.sleep(0.005)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def load(processor: Any, rate: int, seconds: float) -> int:

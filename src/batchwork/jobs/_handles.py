@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,20 @@ class JobStats:
     by_name: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
-class RegisteredJob:
+class _Registered:
+    """A registered handler that still calls like the function it wraps."""
+
+    def __init__(self, processor: JobProcessor, name: str, handler: Callable[..., Any]) -> None:
+        self.processor = processor
+        self.name = name
+        self.handler = handler
+        functools.update_wrapper(self, handler)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.handler(*args, **kwargs)
+
+
+class RegisteredJob(_Registered):
     """What ``@processor.job`` returns: the handler, plus ``.enqueue`` and ``.on_exit``.
 
     Calling it calls the handler itself (handy in unit tests).
@@ -43,13 +56,7 @@ class RegisteredJob:
     """
 
     def __init__(self, processor: JobProcessor, name: str, handler: JobHandler) -> None:
-        self.processor = processor
-        self.name = name
-        self.handler = handler
-        functools.update_wrapper(self, handler)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.handler(*args, **kwargs)
+        super().__init__(processor, name, handler)
 
     @property
     def definition(self) -> JobDef:
@@ -83,17 +90,11 @@ class RegisteredJob:
         return hook
 
 
-class RegisteredCron:
+class RegisteredCron(_Registered):
     """What ``@processor.cron`` returns: the handler, plus ``.on_exit``."""
 
     def __init__(self, processor: JobProcessor, name: str, handler: CronHandler) -> None:
-        self.processor = processor
-        self.name = name
-        self.handler = handler
-        functools.update_wrapper(self, handler)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.handler(*args, **kwargs)
+        super().__init__(processor, name, handler)
 
     def on_exit(self, hook: ExitHook) -> ExitHook:
         """Register ``hook(job)``, called once each time a tick of this cron ends."""
