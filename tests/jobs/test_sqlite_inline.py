@@ -92,14 +92,20 @@ async def test_sqlite_enqueue_goes_to_the_writer_while_another_process_writes(
     other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        call = asyncio.create_task(store.enqueue([new_job(clock.now())], now=clock.now()))
+        calls = [
+            asyncio.create_task(store.enqueue([new_job(clock.now(), f"j{i}")], now=clock.now()))
+            for i in range(5)
+        ]
         await asyncio.sleep(0.05)
-        assert not call.done()  # the writer thread waits for the lock; the loop does not
+        # the writer thread waits for the lock; the loop does not
+        assert not any(call.done() for call in calls)
         other.execute("COMMIT")
-        [job_id] = await asyncio.wait_for(call, 10)
+        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
     finally:
         other.close()
-    assert job_id is not None
+    # each call written exactly once
+    assert sorted(job.name for job in await store.list_jobs()) == [f"j{i}" for i in range(5)]
+    assert len({ids[0] for ids in results}) == 5
     assert store.stats.inline_transactions == 0
     assert store.stats.transactions >= 1
 

@@ -4,7 +4,6 @@ on one store, close() racing with enqueues, a lock held by another connection.""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -104,22 +103,3 @@ async def test_an_inline_group_with_a_cancelled_and_a_failing_call_writes_the_re
     assert isinstance(results[6], ValueError)
     names = sorted(job.name for job in await store.list_jobs())
     assert names == ["j0", "j1", "j3", "j4", "j5"]
-
-
-async def test_an_inline_enqueue_while_another_connection_holds_the_lock_is_written_once(
-    store: SQLiteStore, clock: ManualClock, tmp_path: Path
-) -> None:
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        calls = [
-            asyncio.create_task(store.enqueue([new_job(clock.now(), f"j{i}")], now=clock.now()))
-            for i in range(5)
-        ]
-        await asyncio.sleep(0.05)
-        other.execute("COMMIT")
-        results = await asyncio.wait_for(asyncio.gather(*calls), 10)
-    finally:
-        other.close()
-    assert sorted(job.name for job in await store.list_jobs()) == [f"j{i}" for i in range(5)]
-    assert len({r[0] for r in results}) == 5
