@@ -32,8 +32,17 @@ class Cli:
     def __call__(
         self, *args: str, timeout: float = 60, extra_env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
+        return self._run([str(SCRIPT), *args], timeout, extra_env)
+
+    def python(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``python ARGS`` with this test's environment."""
+        return self._run([sys.executable, *args], 60, None)
+
+    def _run(
+        self, argv: list[str], timeout: float, extra_env: Mapping[str, str] | None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(SCRIPT), *args],
+            argv,
             cwd=ROOT,
             env={**self.env, **(extra_env or {})},
             capture_output=True,

@@ -7,14 +7,13 @@ walk through whole flows; messages that need no store are checked in-process too
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from batchwork.cli import main
 
-from .conftest import APP, ROOT, Cli
+from .conftest import APP, Cli
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
@@ -144,15 +143,7 @@ def test_a_store_url_is_an_app_on_every_backend(cli: Cli, store_url: str) -> Non
 
 
 def test_python_dash_m_is_the_same_cli(cli: Cli) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "batchwork", "workers", APP, "--json"],
-        cwd=ROOT,
-        env=cli.env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = cli.python("-m", "batchwork", "workers", APP, "--json")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -162,13 +153,5 @@ def test_dashboard_without_its_extra_says_how_to_install(cli: Cli) -> None:
         "import sys; sys.modules['starlette'] = None; "
         "from batchwork.cli import main; sys.exit(main(['dashboard', sys.argv[1]]))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, APP],
-        cwd=ROOT,
-        env=cli.env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = cli.python("-c", code, APP)
     assert "pip install 'batchwork[dashboard]'" in one_line_error(done)
